@@ -1,0 +1,134 @@
+"""``marker-ls``: run Label Studio with the plugin, its workers, and maintenance commands."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+SETTINGS_MODULE = "marker_ls_plugin.settings"
+
+
+def _setup_django() -> None:
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+    import django
+
+    django.setup()
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Migrate, make sure an admin exists, then serve Label Studio with the plugin."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
+    if args.data_dir:
+        os.environ["LABEL_STUDIO_BASE_DATA_DIR"] = os.path.abspath(args.data_dir)
+    _setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    call_command("check", tags=["marker_ls"], fail_level="ERROR")
+    from marker_ls_plugin.accounts import ensure_admin
+
+    ensure_admin(stdout=sys.stdout)
+    if args.init_only:
+        return 0
+    from label_studio import server
+
+    sys.argv = ["label-studio", "start", "--no-browser", "--port", str(args.port), "--internal-host", args.host]
+    server.main()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run an RQ worker on the plugin's queues (Redis must be configured)."""
+    _setup_django()
+    from django.core.management import call_command
+
+    from marker_ls_plugin.conf import get_config, queue_backend
+
+    if queue_backend() != "rq":
+        print("marker-ls worker needs Redis: set MARKER_LS_REDIS_URL (without it, runs execute inside the "
+              "Label Studio server process).", file=sys.stderr)
+        return 2
+    call_command("check", tags=["marker_ls"], fail_level="ERROR")
+    config = get_config()
+    queues = args.queues or [config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]]
+    options = {"burst": args.burst, "with_scheduler": False}
+    if args.name:
+        options["name"] = args.name
+    call_command("rqworker", *queues, **options)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run Django's system checks with the plugin's settings."""
+    _setup_django()
+    from django.core.management import call_command
+
+    call_command("check", fail_level="ERROR")
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    """Mark runs whose worker stopped sending heartbeats as failed."""
+    _setup_django()
+    from marker_ls_plugin.runs import reap_stale_runs
+
+    for run in reap_stale_runs():
+        print(f"run {run.pk}: {run.error}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="marker-ls",
+        description="Label Studio with the Marker OCR plugin. Settings: MARKER_LS_* and Label Studio's own "
+                    "environment variables (see README.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    start = commands.add_parser(
+        "start", help="migrate, create the first admin, and serve Label Studio with the plugin",
+        description="Apply migrations, create the first admin user (LABEL_STUDIO_USERNAME and "
+                    "LABEL_STUDIO_PASSWORD, or generated and printed once), then serve Label Studio. "
+                    "Legacy API tokens follow LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN (off by default: use a "
+                    "Personal Access Token from Account & Settings).",
+    )
+    start.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
+    start.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
+    start.add_argument("--data-dir", help="Label Studio data directory (default: LABEL_STUDIO_BASE_DATA_DIR)")
+    start.add_argument("--init-only", action="store_true", help="migrate and create the admin, then exit")
+    start.set_defaults(func=cmd_start)
+
+    worker = commands.add_parser(
+        "worker", help="run an RQ worker for fine-tune runs and pre-annotation (needs Redis)",
+        description="Run an RQ worker on the plugin's queues. Point it at the same database, Redis and "
+                    "models directory as the server; on a GPU host it trains on CUDA.",
+    )
+    worker.add_argument("queues", nargs="*", help="queues to serve (default: training and inference)")
+    worker.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    worker.add_argument("--name", help="worker name shown in RQ")
+    worker.set_defaults(func=cmd_worker)
+
+    check = commands.add_parser("check", help="report misconfiguration (Django system checks)")
+    check.set_defaults(func=cmd_check)
+
+    reap = commands.add_parser("reap", help="fail runs whose worker stopped sending heartbeats")
+    reap.set_defaults(func=cmd_reap)
+    return parser
+
+
+def _version() -> str:
+    from marker_ls_plugin import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

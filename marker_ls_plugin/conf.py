@@ -1,0 +1,71 @@
+"""The plugin's configuration: documented defaults merged with ``settings.MARKER_LS``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+# Every key is documented in README.md ("Settings"); tests/test_docs.py keeps the two in step.
+DEFAULTS: dict[str, Any] = {
+    # Redis URL for the plugin's RQ queues, e.g. "redis://localhost:6379/0". None: no Redis.
+    "REDIS_URL": None,
+    # "auto": RQ when REDIS_URL is set, else the embedded executor. Or force "rq" / "embedded".
+    "QUEUE_BACKEND": "auto",
+    # RQ queue names; GPU workers listen on the training queue.
+    "TRAINING_QUEUE": "marker_ls_training",
+    "INFERENCE_QUEUE": "marker_ls_inference",
+    # Where registered OCR models live: <MODELS_DIR>/recognition/<name>/. None: <BASE_DATA_DIR>/marker_ls/models.
+    "MODELS_DIR": None,
+    # Seconds between worker heartbeats while a run executes.
+    "HEARTBEAT_INTERVAL": 10,
+    # A running run whose last heartbeat is older than this (seconds) is marked failed.
+    "HEARTBEAT_TIMEOUT": 120,
+    # RQ job timeout for a fine-tune run, in seconds.
+    "RUN_TIMEOUT": 24 * 3600,
+    # Dotted path of the function a run executes: fn(context: marker_ls_plugin.runs.RunContext).
+    "RUN_FUNCTION": "marker_ls_plugin.training.job.run_finetune",
+    # Threads of the embedded executor (used without Redis).
+    "EMBEDDED_WORKERS": 1,
+    # Lines kept in a run's log tail.
+    "LOG_TAIL_LINES": 200,
+}
+
+
+@lru_cache(maxsize=None)
+def get_config() -> dict[str, Any]:
+    """Return the merged configuration (defaults overridden by settings.MARKER_LS)."""
+    from django.conf import settings
+
+    user = getattr(settings, "MARKER_LS", {}) or {}
+    config = dict(DEFAULTS)
+    config.update(user)
+    if config["MODELS_DIR"] is None:
+        import os
+
+        base = getattr(settings, "BASE_DATA_DIR", None) or os.getcwd()
+        config["MODELS_DIR"] = os.path.join(base, "marker_ls", "models")
+    return config
+
+
+def unknown_keys() -> list[str]:
+    from django.conf import settings
+
+    return sorted(set(getattr(settings, "MARKER_LS", {}) or {}) - set(DEFAULTS))
+
+
+def queue_backend() -> str:
+    """'rq' or 'embedded', after resolving 'auto'."""
+    config = get_config()
+    backend = config["QUEUE_BACKEND"]
+    if backend == "auto":
+        return "rq" if config["REDIS_URL"] else "embedded"
+    return backend
+
+
+@receiver(setting_changed)
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting == "MARKER_LS":
+        get_config.cache_clear()

@@ -1,0 +1,152 @@
+"""The OCR model registry, per-project plugin state, and fine-tune runs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from projects.models import Project
+
+
+class OCRModel(models.Model):
+    """A recognition model that can pre-annotate: a base checkpoint or a fine-tuned one."""
+
+    class Engine(models.TextChoices):
+        SURYA = "surya", "Surya"
+        RAPIDOCR = "rapidocr", "RapidOCR"
+
+    class Kind(models.TextChoices):
+        BASE = "base", "Base"
+        FINETUNED = "finetuned", "Fine-tuned"
+
+    name = models.SlugField(max_length=100, unique=True, help_text="Also the predictions' model_version.")
+    engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.SURYA)
+    checkpoint = models.CharField(
+        max_length=1000, blank=True, help_text="Hub id, surya s3:// id or local directory; blank: engine default."
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.BASE)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    produced_by_run = models.OneToOneField(
+        "FineTuneRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="result_model",
+        help_text="The fine-tune run that produced this model.",
+    )
+    metrics = models.JSONField(default=dict, blank=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "OCR model"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProjectConfig(models.Model):
+    """The plugin's state for one Label Studio project; holds its single active model."""
+
+    project = models.OneToOneField(
+        "projects.Project", primary_key=True, on_delete=models.CASCADE, related_name="marker_ls_config"
+    )
+    active_model = models.ForeignKey(
+        OCRModel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="active_in",
+        help_text="The model that pre-annotates this project.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "project OCR configuration"
+
+    def __str__(self) -> str:
+        return f"project {self.project_id}"
+
+
+class FineTuneRun(models.Model):
+    """One fine-tuning job for a project, from the request to its resulting model."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    class Trigger(models.TextChoices):
+        ADMIN = "admin", "Admin action"
+        BUTTON = "button", "Retrain button"
+        API = "api", "API"
+        AUTO = "auto", "Automatic threshold"
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="marker_ls_runs")
+    base_model = models.ForeignKey(
+        OCRModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs_based_on"
+    )
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.API)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    config = models.JSONField(default=dict, blank=True, help_text="Training arguments (TrainingArguments).")
+    dataset = models.JSONField(default=dict, blank=True, help_text="Summary of the dataset snapshot.")
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(null=True, blank=True)
+    epoch = models.FloatField(default=0)
+    progress = models.FloatField(default=0, help_text="Fraction done, 0 to 1.")
+    metrics = models.JSONField(default=list, blank=True, help_text="Metric history: a list of dicts.")
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    queue_backend = models.CharField(max_length=20, blank=True)
+    job_id = models.CharField(max_length=100, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="Host and pid executing the run.")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "fine-tune run"
+        constraints = [
+            # The database itself keeps two concurrent starts from creating two active runs.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=["queued", "running"]),
+                name="marker_ls_one_active_run_per_project",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status}) for project {self.project_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def latest_metrics(self) -> dict:
+        return self.metrics[-1] if self.metrics else {}
+
+
+class OCRProject(Project):
+    """Label Studio's projects as the plugin's admin lists them (a proxy: no table of its own)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "OCR project"

@@ -1,0 +1,24 @@
+"""Routes under /marker-ls/."""
+
+from pathlib import Path
+
+from django.urls import path, re_path
+from django.views.static import serve
+
+from marker_ls_plugin import views
+
+app_name = "marker_ls_plugin"
+
+STATIC_ROOT = Path(__file__).parent / "static" / "marker_ls_plugin"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("runs/<int:pk>/", views.run_detail, name="run-detail"),
+    path("runs/<int:pk>/cancel/", views.run_cancel_page, name="run-cancel"),
+    path("projects/<int:project_pk>/runs/start/", views.run_start_page, name="run-start"),
+    path("api/projects/<int:project_pk>/runs/", views.ProjectRunsAPI.as_view(), name="api-project-runs"),
+    path("api/runs/<int:pk>/", views.RunAPI.as_view(), name="api-run"),
+    path("api/runs/<int:pk>/cancel/", views.RunCancelAPI.as_view(), name="api-run-cancel"),
+    # Label Studio serves /static/ from its own build folder only; the plugin serves its files here.
+    re_path(r"^static/(?P<path>.+)$", serve, {"document_root": str(STATIC_ROOT)}, name="static"),
+]

@@ -1,0 +1,76 @@
+"""Where jobs go: the plugin's RQ queues, or an in-process executor when there is no Redis."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from django.db import close_old_connections, transaction
+from django.utils.module_loading import import_string
+
+from marker_ls_plugin.conf import get_config, queue_backend
+
+logger = logging.getLogger(__name__)
+
+_executors: dict[str, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+class QueueUnavailable(RuntimeError):
+    """The configured queue cannot take the job (for example Redis is down)."""
+
+
+def get_queue(name: str):
+    """The django-rq queue called ``name`` (only meaningful with the RQ backend)."""
+    import django_rq
+
+    return django_rq.get_queue(name)
+
+
+def get_embedded_executor(name: str) -> ThreadPoolExecutor:
+    """The process-wide executor that stands in for queue ``name`` without Redis."""
+    with _executors_lock:
+        if name not in _executors:
+            _executors[name] = ThreadPoolExecutor(
+                max_workers=get_config()["EMBEDDED_WORKERS"], thread_name_prefix=f"marker-ls-{name}"
+            )
+        return _executors[name]
+
+
+def embedded_job_id() -> str:
+    """A job id that names this process, so a restarted server can tell its orphans."""
+    return f"embedded:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _run_embedded(func_path: str, args: tuple[Any, ...]) -> None:
+    close_old_connections()
+    try:
+        import_string(func_path)(*args)
+    except Exception:
+        logger.exception("embedded job %s%r failed", func_path, args)
+    finally:
+        close_old_connections()
+
+
+def enqueue(func_path: str, *args: Any, queue: str, job_id: str, timeout: int | None = None) -> str:
+    """Enqueue ``func_path(*args)`` on ``queue`` and return the backend's name.
+
+    With the embedded backend the job is submitted once the current transaction commits, so it
+    always sees the rows the caller just wrote, and it never runs inside the request.
+    """
+    backend = queue_backend()
+    if backend == "rq":
+        from redis.exceptions import RedisError
+
+        try:
+            get_queue(queue).enqueue(func_path, *args, job_id=job_id, job_timeout=timeout)
+        except RedisError as exc:
+            raise QueueUnavailable(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
+        return backend
+    submit: Callable[[], Any] = lambda: get_embedded_executor(queue).submit(_run_embedded, func_path, args)
+    transaction.on_commit(submit)
+    return backend

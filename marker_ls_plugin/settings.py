@@ -1,0 +1,69 @@
+"""Django settings: Label Studio's own settings plus marker-ls-plugin.
+
+Point ``DJANGO_SETTINGS_MODULE`` at this module (``marker-ls start`` does). It is the only
+place where the plugin reads environment variables.
+"""
+
+import os
+import sys
+
+import label_studio
+
+# Quiet by default: Label Studio ships live error-reporting DSNs and a start-up version check.
+# Its settings read these at import time, so they are defaulted in the environment before the
+# import. Setting any of them (or its LABEL_STUDIO_ form) opts back in.
+for _name, _value in (
+    ("SENTRY_DSN", ""),
+    ("FRONTEND_SENTRY_DSN", ""),
+    ("LATEST_VERSION_CHECK", "false"),
+    ("COLLECT_ANALYTICS", "false"),
+):
+    os.environ.setdefault(_name, _value)
+
+# Label Studio's apps are top-level packages inside its directory (``tasks``, ``projects``...).
+_LS_PATH = os.path.dirname(label_studio.__file__)
+if _LS_PATH not in sys.path:
+    sys.path.insert(0, _LS_PATH)
+
+# Import base first: Label Studio's leaf module reads django.conf.settings while importing, which
+# re-imports this module; pre-seeding it with the base settings breaks that cycle.
+from core.settings.base import *  # noqa: E402,F401,F403
+from core.settings.label_studio import *  # noqa: E402,F401,F403
+
+from marker_ls_plugin.conf import DEFAULTS  # noqa: E402
+
+INSTALLED_APPS = [*INSTALLED_APPS, "marker_ls_plugin"]  # noqa: F405
+if "django_rq" not in INSTALLED_APPS:
+    INSTALLED_APPS.append("django_rq")
+
+ROOT_URLCONF = "marker_ls_plugin.urls"
+
+
+def _env_value(key, default):
+    raw = os.environ.get(f"MARKER_LS_{key}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    return raw or None
+
+
+MARKER_LS = {key: _env_value(key, default) for key, default in DEFAULTS.items()}
+
+if MARKER_LS["REDIS_URL"]:
+    for _queue in (MARKER_LS["TRAINING_QUEUE"], MARKER_LS["INFERENCE_QUEUE"]):
+        RQ_QUEUES[_queue] = {  # noqa: F405
+            "URL": MARKER_LS["REDIS_URL"],
+            "DEFAULT_TIMEOUT": MARKER_LS["RUN_TIMEOUT"],
+        }
+
+# SQLite: the embedded executor writes progress from a background thread; wait for locks
+# instead of failing with "database is locked".
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30  # noqa: F405
+
+# The first admin user created by `marker-ls start` on an empty database.
+MARKER_LS_FIRST_ADMIN_EMAIL = os.environ.get("LABEL_STUDIO_USERNAME")
+MARKER_LS_FIRST_ADMIN_PASSWORD = os.environ.get("LABEL_STUDIO_PASSWORD")

@@ -1,0 +1,1 @@
+"""Fine-tuning: arguments, loop and metrics. Nothing in this package imports Django."""

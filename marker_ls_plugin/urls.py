@@ -1,0 +1,13 @@
+"""The plugin's routes, placed in front of Label Studio's own.
+
+Label Studio's urlconf has unanchored patterns (``health/``, ``version/``, ``metrics/``) that match
+anywhere in a path, so everything of ours must be resolved first.
+"""
+
+from core.urls import urlpatterns as label_studio_urlpatterns
+from django.urls import include, path
+
+urlpatterns = [
+    path("marker-ls/", include("marker_ls_plugin.plugin_urls")),
+    *label_studio_urlpatterns,
+]

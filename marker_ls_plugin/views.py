@@ -1,0 +1,122 @@
+"""The plugin's pages (inside Label Studio's chrome) and its REST API."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from projects.models import Project
+from rest_framework import status
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from marker_ls_plugin import runs
+from marker_ls_plugin.conf import queue_backend
+from marker_ls_plugin.models import FineTuneRun, OCRModel
+from marker_ls_plugin.serializers import FineTuneRunSerializer, StartRunSerializer
+
+
+def get_project(user, pk: int) -> Project:
+    """The project ``pk`` if ``user`` may see it (same organization, still a member)."""
+    project = get_object_or_404(Project.objects.for_user(user), pk=pk)
+    if not project.has_permission(user):
+        raise PermissionDenied("You are not a member of this project's organization.")
+    return project
+
+
+def get_run(user, pk: int) -> FineTuneRun:
+    run = get_object_or_404(FineTuneRun.objects.select_related("project"), pk=pk)
+    get_project(user, run.project_id)
+    return run
+
+
+# Pages
+
+
+@login_required
+def dashboard(request):
+    runs.reap_stale_runs()
+    projects = Project.objects.for_user(request.user).select_related("marker_ls_config__active_model").order_by("-id")
+    recent = FineTuneRun.objects.filter(project__in=projects).select_related("project", "result_model")[:20]
+    context = {
+        "projects": projects,
+        "runs": recent,
+        "models": OCRModel.objects.all()[:50],
+        "queue_backend": queue_backend(),
+    }
+    return render(request, "marker_ls_plugin/dashboard.html", context)
+
+
+@login_required
+def run_detail(request, pk: int):
+    runs.reap_stale_runs()
+    run = get_run(request.user, pk)
+    return render(request, "marker_ls_plugin/run_detail.html", {"run": run})
+
+
+@login_required
+@require_POST
+def run_start_page(request, project_pk: int):
+    project = get_project(request.user, project_pk)
+    run, _ = runs.start_run(project, started_by=request.user, trigger=FineTuneRun.Trigger.BUTTON)
+    return redirect("marker_ls_plugin:run-detail", pk=run.pk)
+
+
+@login_required
+@require_POST
+def run_cancel_page(request, pk: int):
+    runs.cancel_run(get_run(request.user, pk))
+    return redirect("marker_ls_plugin:run-detail", pk=pk)
+
+
+# API
+
+
+class ProjectRunsAPI(APIView):
+    """GET: the project's runs, newest first. POST: start a run (or get the active one)."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request, project_pk: int):
+        project = get_project(request.user, project_pk)
+        runs.reap_stale_runs(project=project)
+        queryset = FineTuneRun.objects.filter(project=project).select_related("result_model")[:100]
+        return Response(FineTuneRunSerializer(queryset, many=True).data)
+
+    def post(self, request, project_pk: int):
+        project = get_project(request.user, project_pk)
+        payload = StartRunSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            run, created = runs.start_run(
+                project, started_by=request.user, trigger=FineTuneRun.Trigger.API,
+                config=payload.validated_data["config"], base_model=payload.validated_data.get("base_model"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ValidationError({"config": [str(exc)]}) from exc
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(FineTuneRunSerializer(run).data, status=code)
+
+
+class RunAPI(APIView):
+    """GET: one run with its progress, metrics and log tail."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request, pk: int):
+        run = get_run(request.user, pk)
+        runs.reap_stale_runs(project=run.project)
+        run.refresh_from_db()
+        return Response(FineTuneRunSerializer(run).data)
+
+
+class RunCancelAPI(APIView):
+    """POST: cancel a queued run now, or ask a running one to stop at its next step."""
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, pk: int):
+        run = runs.cancel_run(get_run(request.user, pk))
+        return Response(FineTuneRunSerializer(run).data)
