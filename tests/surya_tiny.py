@@ -95,7 +95,6 @@ def build_tiny_recognition(directory: Path, seed: int = 0) -> Path:
     builds ``SuryaOCRProcessor`` from the model config.
     """
     import torch
-
     from surya.common.surya import SuryaModel
     from surya.common.surya.config import SuryaModelConfig
     from surya.common.surya.decoder.config import SuryaDecoderConfig
@@ -106,9 +105,7 @@ def build_tiny_recognition(directory: Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
 
     specials = _special_tokens_dict()
-    tokenizer = GreedyMathUTF16Tokenizer(
-        math_vocab=dict(MATH_VOCAB), special_tokens_dict=specials
-    )
+    tokenizer = GreedyMathUTF16Tokenizer(math_vocab=dict(MATH_VOCAB), special_tokens_dict=specials)
     tokenizer.save_pretrained(str(directory))
 
     # Absolute token ids; the model config must use exactly these.
@@ -158,19 +155,33 @@ def build_tiny_recognition(directory: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     model = SuryaModel(config)
+    # nn.Embedding's default N(0, 1) init plus the tied lm_head makes the
+    # untrained decoder echo its last input token with probability ~1.
+    # Re-initialise embeddings the usual HF way (N(0, initializer_range)).
+    std = decoder.initializer_range
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.normal_(mean=0.0, std=std)
     model.eval()
     model.save_pretrained(str(directory))
     return directory
 
 
-def build_tiny_detection(directory: Path, seed: int = 0) -> Path:
+def build_tiny_detection(directory: Path, seed: int = 0, text_logit_bias: float = 2.0) -> Path:
     """Save a tiny random ``EfficientViTForSemanticSegmentation`` + processor.
 
     The directory can be passed as ``checkpoint`` to ``DetectionPredictor``
     (and as ``DETECTOR_MODEL_CHECKPOINT``).
+
+    With HF's init the untrained head outputs logits ~0, i.e. a flat 0.5
+    heatmap that is below surya's text threshold, so nothing is detected and
+    recognition never runs in full-page mode. ``text_logit_bias`` is added to
+    the bias of the text-heatmap channel (sigmoid(2.0) ~ 0.88), which makes
+    the detector report one page-sized text region. Use 0.0 for a detector
+    that finds nothing.
     """
     import torch
-
     from surya.detection.model.config import EfficientViTConfig
     from surya.detection.model.encoderdecoder import (
         EfficientViTForSemanticSegmentation,
@@ -191,13 +202,13 @@ def build_tiny_detection(directory: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = EfficientViTForSemanticSegmentation(config)
+    with torch.no_grad():
+        model.decode_head.classifier.bias[0] += text_logit_bias
     model.eval()
     model.save_pretrained(str(directory))
 
     # Smaller than the real checkpoint's input size to keep CPU tests fast.
-    SegformerImageProcessor(size={"height": 512, "width": 512}).save_pretrained(
-        str(directory)
-    )
+    SegformerImageProcessor(size={"height": 512, "width": 512}).save_pretrained(str(directory))
     return directory
 
 

@@ -1,0 +1,254 @@
+"""Test session: real PostgreSQL (or SQLite), Redis, RQ workers and a Label Studio server.
+
+Under CI=true, PostgreSQL and Redis are required: tests that need them fail instead of skipping.
+Every process a fixture starts is stopped by its own pid, also when the test fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper modules
+
+from mls_helpers import free_port, stop_process, wait_for  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+CI = os.environ.get("CI", "").lower() == "true"
+PYTHON = sys.executable
+DATA = Path(tempfile.mkdtemp(prefix="marker-ls-tests-"))
+PG = {"host": os.environ.get("MARKER_LS_TEST_PG_HOST", "127.0.0.1"),
+      "port": int(os.environ.get("MARKER_LS_TEST_PG_PORT", "5432")), "user": "postgres"}
+REDIS_URL = os.environ.get("MARKER_LS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+SECRET_KEY = "marker-ls-tests-not-secret"
+
+
+def _clean_environ() -> dict[str, str]:
+    prefixes = ("MARKER_LS_", "DJANGO_DB", "POSTGRE_", "DATABASE_NAME", "LABEL_STUDIO_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "marker_ls_plugin.settings",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+        "SECRET_KEY": SECRET_KEY,
+        "MARKER_LS_HEARTBEAT_INTERVAL": "1",
+        "MARKER_LS_HEARTBEAT_TIMEOUT": "6",
+        "MARKER_LS_RUN_FUNCTION": "mls_test_jobs.scripted_run",
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "HF_HUB_OFFLINE": "1",
+    })
+    return env
+
+
+# --- the test process's own database -------------------------------------------------------------
+
+
+def pg_connect(dbname: str = "postgres"):
+    import psycopg
+
+    return psycopg.connect(dbname=dbname, connect_timeout=3, autocommit=True, **PG)
+
+
+def pg_available() -> bool:
+    try:
+        pg_connect().close()
+        return True
+    except Exception:
+        return False
+
+
+def migrations_fingerprint() -> str:
+    """Changes whenever a migration that shapes the database could change."""
+    import label_studio
+
+    digest = hashlib.sha1(label_studio.__version__.encode())
+    for path in sorted((ROOT / "marker_ls_plugin" / "migrations").glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def pg_env(dbname: str) -> dict[str, str]:
+    return {"DJANGO_DB": "postgresql", "POSTGRE_NAME": dbname, "POSTGRE_HOST": PG["host"],
+            "POSTGRE_PORT": str(PG["port"]), "POSTGRE_USER": PG["user"], "POSTGRE_PASSWORD": ""}
+
+
+def migrate(env: dict[str, str]) -> None:
+    """Apply every migration with the plugin's settings in a fresh process."""
+    result = subprocess.run([PYTHON, "-m", "django", "migrate", "--no-input", "-v", "0"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    if result.returncode:
+        raise RuntimeError(f"migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+def create_pg_test_database() -> str:
+    """A fresh database cloned from a migrated template (Label Studio's migrations take ~30 s)."""
+    template = f"marker_ls_tmpl_{migrations_fingerprint()}"
+    name = f"marker_ls_test_{os.getpid()}"
+    with pg_connect() as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'marker_ls_%'")]
+        for old in names:  # leftovers of crashed sessions and templates of older migrations
+            pid = old.rsplit("_", 1)[-1]
+            per_process = old.startswith(("marker_ls_test_", "marker_ls_build_"))
+            dead = per_process and pid.isdigit() and not _pid_alive(int(pid))
+            if dead or (old.startswith("marker_ls_tmpl_") and old != template):
+                conn.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
+        if template not in names:
+            building = f"marker_ls_build_{os.getpid()}"
+            conn.execute(f'CREATE DATABASE "{building}"')
+            migrate({**_clean_environ(), **pg_env(building), "LABEL_STUDIO_BASE_DATA_DIR": str(DATA / "tmpl")})
+            conn.execute(f'ALTER DATABASE "{building}" RENAME TO "{template}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _configure_test_process() -> str:
+    engine = os.environ.get("MARKER_LS_TEST_DB") or ("postgresql" if CI or pg_available() else "sqlite")
+    env = _clean_environ()
+    env["LABEL_STUDIO_BASE_DATA_DIR"] = str(DATA / "main")
+    env["MARKER_LS_REDIS_URL"] = REDIS_URL
+    if engine == "postgresql":
+        if not pg_available():
+            raise pytest.UsageError(f"PostgreSQL is required (CI=true or MARKER_LS_TEST_DB) but unreachable at {PG}")
+        env.update(pg_env(create_pg_test_database()))
+    else:
+        env.update({"DJANGO_DB": "sqlite", "DATABASE_NAME": str(DATA / "main.sqlite3")})
+        migrate({**env})
+    os.environ.clear()
+    os.environ.update(env)
+    return engine
+
+
+DB_ENGINE = _configure_test_process()
+
+import django  # noqa: E402
+
+django.setup()
+
+
+def pytest_report_header(config):
+    return f"marker-ls tests: database {DB_ENGINE} ({os.environ.get('POSTGRE_NAME') or os.environ.get('DATABASE_NAME')}), data {DATA}, CI={CI}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from django.db import connections
+
+    connections.close_all()
+    if DB_ENGINE == "postgresql":
+        with pg_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{os.environ["POSTGRE_NAME"]}" WITH (FORCE)')
+
+
+# --- processes ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """Redis db 13, emptied first; refuses a database holding anything but RQ's keys."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis is required but unreachable at {REDIS_URL}: {exc}"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    foreign = [key for key in client.scan_iter(count=1000) if not key.startswith(b"rq:")]
+    if foreign:
+        pytest.fail(f"Redis {REDIS_URL} holds non-test keys ({foreign[:3]}); refusing to flush it")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture
+def start_worker(redis_url, tmp_path):
+    """Start `marker-ls worker` processes on the test database; each is stopped after the test."""
+    procs = []
+
+    def start(*extra_args: str) -> subprocess.Popen:
+        log = open(tmp_path / f"worker-{len(procs)}.log", "w")
+        proc = subprocess.Popen([PYTHON, "-m", "marker_ls_plugin.cli", "worker", *extra_args], env=dict(os.environ),
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log.name
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        stop_process(proc)
+
+
+class LabelStudio:
+    """A running `marker-ls start` server and the credentials of its admin."""
+
+    email = "admin@example.com"
+    password = "marker-ls-test-password"
+
+    def __init__(self, url: str, proc: subprocess.Popen, log_path: Path, data_dir: Path):
+        self.url, self.proc, self.log_path, self.data_dir = url, proc, log_path, data_dir
+
+    def session(self):
+        """A requests session logged in as the admin (Label Studio's own login form)."""
+        import requests
+
+        session = requests.Session()
+        session.get(f"{self.url}/user/login/", timeout=30)
+        response = session.post(f"{self.url}/user/login/", timeout=30, data={
+            "email": self.email, "password": self.password,
+            "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+        })
+        assert response.ok and "/user/login" not in response.url, response.text[-500:]
+        return session
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-4000:]
+
+
+@pytest.fixture(scope="session")
+def label_studio():
+    """One Label Studio server per session: the embedded default (SQLite, no Redis)."""
+    data_dir = DATA / "server"
+    port = free_port()
+    env = _clean_environ()
+    env.update({"LABEL_STUDIO_USERNAME": LabelStudio.email, "LABEL_STUDIO_PASSWORD": LabelStudio.password,
+                "DJANGO_DB": "sqlite"})
+    log_path = DATA / "server.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [PYTHON, "-m", "marker_ls_plugin.cli", "start", "--port", str(port), "--host", "127.0.0.1",
+             "--data-dir", str(data_dir)],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
+    try:
+        import requests
+
+        def up():
+            if proc.poll() is not None:
+                raise AssertionError(f"Label Studio exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                return requests.get(f"{server.url}/health", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, timeout=300, interval=0.5, message="Label Studio to answer /health")
+        yield server
+    finally:
+        stop_process(proc)

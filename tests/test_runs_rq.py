@@ -1,0 +1,143 @@
+"""The run lifecycle through real RQ workers on real Redis and the test's real database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+from django.db import connection
+from mls_factories import make_project
+from mls_helpers import wait_for
+
+from marker_ls_plugin import runs
+from marker_ls_plugin.conf import queue_backend
+from marker_ls_plugin.models import FineTuneRun
+
+pytestmark = pytest.mark.usefixtures("redis_url")
+
+
+def reload(run: FineTuneRun) -> FineTuneRun:
+    run.refresh_from_db()
+    return run
+
+
+def wait_status(run, statuses, timeout=60):
+    return wait_for(lambda: reload(run).status in statuses and run, timeout, message=f"run {run.pk} to be {statuses}")
+
+
+def test_rq_is_the_backend_with_redis_configured():
+    assert queue_backend() == "rq"
+
+
+def test_run_goes_queued_running_succeeded(start_worker):
+    project = make_project("rq succeed")
+    run, created = runs.start_run(project, config={"max_steps": 3})
+    assert created and run.status == "queued" and run.queue_backend == "rq"
+    assert run.config["max_steps"] == 3
+
+    worker = start_worker()
+    wait_status(run, {"running", "succeeded"})
+    seen_running = run.status == "running"
+    wait_status(run, {"succeeded"})
+    assert run.step == 3 and run.total_steps == 3 and run.progress == 1.0
+    assert [m["loss"] for m in run.metrics] == [1.0, 0.5, pytest.approx(1 / 3)]
+    assert run.dataset == {"train_lines": 10, "val_lines": 2}
+    assert "step 3 done" in run.log_tail
+    assert run.started_at and run.finished_at and run.heartbeat_at and run.worker
+    assert str(worker.pid) not in run.worker  # executed in RQ's work horse, a child of the worker
+    assert seen_running or run.started_at < run.finished_at
+
+
+def test_failure_records_the_exception(start_worker):
+    project = make_project("rq fail")
+    run, _ = runs.start_run(project)
+    start_worker()
+    wait_status(run, {"failed"})
+    assert run.error == "RuntimeError: scripted failure: the GPU caught fire"
+    assert "Traceback" in run.log_tail
+    assert run.step == 1 and run.metrics == [{"step": 1, "loss": 2.5}]
+
+
+def test_cancel_mid_run(start_worker):
+    project = make_project("rq slow cancel")
+    run, _ = runs.start_run(project)
+    start_worker()
+    wait_for(lambda: reload(run).step >= 5, 60, message="a few steps")
+    runs.cancel_run(run)
+    assert run.cancel_requested and run.status == "running"
+    wait_status(run, {"cancelled"}, timeout=30)
+    assert 5 <= run.step < run.total_steps
+    assert run.finished_at and not run.error
+
+
+def test_cancel_while_queued_never_runs(start_worker):
+    project = make_project("rq succeed queued cancel")
+    run, _ = runs.start_run(project)
+    runs.cancel_run(run)
+    assert run.status == "cancelled"
+    start_worker("--burst").wait(60)
+    assert reload(run).status == "cancelled" and run.started_at is None
+
+
+def test_killed_worker_leaves_a_failed_run(start_worker):
+    project = make_project("rq slow kill")
+    run, _ = runs.start_run(project)
+    worker = start_worker()
+    wait_for(lambda: reload(run).step >= 3, 60, message="the run to make progress")
+    # RQ's work horse runs the job in a session of its own: kill both, as when a host dies.
+    horse_pid = int(run.worker.rsplit(":", 1)[1])
+    os.killpg(worker.pid, signal.SIGKILL)
+    os.kill(horse_pid, signal.SIGKILL)
+    worker.wait(10)
+    assert reload(run).status == "running"
+    # Nothing reports for HEARTBEAT_TIMEOUT (6 s in tests); reaping then fails the run.
+    wait_for(lambda: runs.reap_stale_runs(project=project), 20, interval=0.5, message="the run to be reaped")
+    assert reload(run).status == "failed"
+    assert "no heartbeat" in run.error and "killed" in run.error
+    # The project is free again.
+    again, created = runs.start_run(project)
+    assert created and again.pk != run.pk
+    runs.cancel_run(again)
+
+
+def test_two_concurrent_starts_give_one_run():
+    project = make_project("rq succeed concurrent")
+    barrier = threading.Barrier(4)
+    results = []
+
+    def start():
+        try:
+            barrier.wait()
+            results.append(runs.start_run(project))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({run.pk for run, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False, False, False, True]
+    assert FineTuneRun.objects.filter(project=project).count() == 1
+    runs.cancel_run(results[0][0])
+
+
+def test_second_start_returns_the_active_run():
+    project = make_project("rq succeed twice")
+    first, created = runs.start_run(project)
+    second, created_again = runs.start_run(project)
+    assert created and not created_again and first.pk == second.pk
+    runs.cancel_run(first)
+    third, created_third = runs.start_run(project)
+    assert created_third and third.pk != first.pk
+    runs.cancel_run(third)
+
+
+def test_invalid_config_writes_nothing():
+    project = make_project("rq bad config")
+    with pytest.raises(ValueError, match="unknown training arguments: nonsense"):
+        runs.start_run(project, config={"nonsense": 1})
+    assert not FineTuneRun.objects.filter(project=project).exists()
