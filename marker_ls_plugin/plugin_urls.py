@@ -21,4 +21,7 @@ urlpatterns = [
     path("api/runs/<int:pk>/cancel/", views.RunCancelAPI.as_view(), name="api-run-cancel"),
     # Label Studio serves /static/ from its own build folder only; the plugin serves its files here.
     re_path(r"^static/(?P<path>.+)$", serve, {"document_root": str(STATIC_ROOT)}, name="static"),
+    # The plugin owns /marker-ls/: nothing under it may fall through to Label Studio's unanchored
+    # patterns (its r'health/' would answer /marker-ls/anything/health/).
+    re_path(r"^", views.not_found),
 ]

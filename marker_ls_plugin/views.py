@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from projects.models import Project
@@ -33,6 +34,10 @@ def get_run(user, pk: int) -> FineTuneRun:
 
 
 # Pages
+
+
+def not_found(request):
+    raise Http404("No marker-ls page here.")
 
 
 @login_required
