@@ -111,10 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--name", help="worker name shown in RQ")
     worker.set_defaults(func=cmd_worker)
 
-    check = commands.add_parser("check", help="report misconfiguration (Django system checks)")
+    check = commands.add_parser(
+        "check", help="report misconfiguration (Django system checks)",
+        description="Run Label Studio's and the plugin's system checks (ids marker_ls.*: Redis unreachable, "
+                    "models directory not writable, unknown settings, surya-ocr version). Exits non-zero on errors.",
+    )
     check.set_defaults(func=cmd_check)
 
-    reap = commands.add_parser("reap", help="fail runs whose worker stopped sending heartbeats")
+    reap = commands.add_parser(
+        "reap", help="fail runs whose worker stopped sending heartbeats",
+        description="Mark running fine-tune runs whose worker has sent no heartbeat for HEARTBEAT_TIMEOUT seconds "
+                    "as failed, with the reason. Pages and the API do this too; use it from cron if you like.",
+    )
     reap.set_defaults(func=cmd_reap)
     return parser
 

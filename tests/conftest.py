@@ -17,33 +17,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper modules
 
-from mls_helpers import free_port, stop_process, wait_for  # noqa: E402
+from mls_helpers import CI, free_port, stop_process, wait_for  # noqa: E402
+from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = Path(__file__).resolve().parent
-CI = os.environ.get("CI", "").lower() == "true"
 PYTHON = sys.executable
 DATA = Path(tempfile.mkdtemp(prefix="marker-ls-tests-"))
 PG = {"host": os.environ.get("MARKER_LS_TEST_PG_HOST", "127.0.0.1"),
       "port": int(os.environ.get("MARKER_LS_TEST_PG_PORT", "5432")), "user": "postgres"}
 REDIS_URL = os.environ.get("MARKER_LS_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
-SECRET_KEY = "marker-ls-tests-not-secret"
-
-
-def _clean_environ() -> dict[str, str]:
-    prefixes = ("MARKER_LS_", "DJANGO_DB", "POSTGRE_", "DATABASE_NAME", "LABEL_STUDIO_")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "marker_ls_plugin.settings",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-        "SECRET_KEY": SECRET_KEY,
-        "MARKER_LS_HEARTBEAT_INTERVAL": "1",
-        "MARKER_LS_HEARTBEAT_TIMEOUT": "6",
-        "MARKER_LS_RUN_FUNCTION": "mls_test_jobs.scripted_run",
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "HF_HUB_OFFLINE": "1",
-    })
-    return env
 
 
 # --- the test process's own database -------------------------------------------------------------

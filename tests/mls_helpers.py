@@ -7,6 +7,27 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+CI = os.environ.get("CI", "").lower() == "true"
+SECRET_KEY = "marker-ls-tests-not-secret"
+
+
+def clean_environ() -> dict[str, str]:
+    prefixes = ("MARKER_LS_", "DJANGO_DB", "POSTGRE_", "DATABASE_NAME", "LABEL_STUDIO_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "marker_ls_plugin.settings",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
+        "SECRET_KEY": SECRET_KEY,
+        "MARKER_LS_HEARTBEAT_INTERVAL": "1",
+        "MARKER_LS_HEARTBEAT_TIMEOUT": "6",
+        "MARKER_LS_RUN_FUNCTION": "mls_test_jobs.scripted_run",
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "HF_HUB_OFFLINE": "1",
+    })
+    return env
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

@@ -1,0 +1,99 @@
+"""Registration in Label Studio's settings, the configuration reader, and quiet defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from django.conf import settings
+from django.test import override_settings
+from django.urls import resolve
+
+from marker_ls_plugin.conf import DEFAULTS, get_config, queue_backend
+
+
+def test_the_app_and_django_rq_are_installed_after_label_studio_apps():
+    apps = settings.INSTALLED_APPS
+    assert "marker_ls_plugin" in apps and "django_rq" in apps
+    assert apps.index("projects") < apps.index("marker_ls_plugin")
+    assert settings.ROOT_URLCONF == "marker_ls_plugin.urls"
+
+
+def test_plugin_routes_resolve_before_label_studio_and_label_studio_routes_remain():
+    assert resolve("/marker-ls/api/runs/5/").func.view_class.__name__ == "RunAPI"
+    assert resolve("/marker-ls/health/").func.__name__ == "not_found"
+    assert resolve("/health/").url_name == "health"
+    assert resolve("/api/projects/").url_name is not None
+
+
+def test_queues_follow_the_redis_url():
+    config = get_config()
+    assert config["REDIS_URL"] == os.environ["MARKER_LS_REDIS_URL"]
+    for queue in (config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]):
+        assert settings.RQ_QUEUES[queue]["URL"] == config["REDIS_URL"]
+    assert queue_backend() == "rq"
+
+
+def test_defaults_merge_with_user_settings_and_cache_clears():
+    with override_settings(MARKER_LS={"REDIS_URL": None, "HEARTBEAT_TIMEOUT": 99}):
+        config = get_config()
+        assert config["HEARTBEAT_TIMEOUT"] == 99 and config["TRAINING_QUEUE"] == DEFAULTS["TRAINING_QUEUE"]
+        assert queue_backend() == "embedded"
+        assert config["MODELS_DIR"] == os.path.join(settings.BASE_DATA_DIR, "marker_ls", "models")
+    assert get_config()["HEARTBEAT_TIMEOUT"] == int(os.environ["MARKER_LS_HEARTBEAT_TIMEOUT"])
+    with override_settings(MARKER_LS={"QUEUE_BACKEND": "rq"}):
+        assert queue_backend() == "rq"
+
+
+def test_quiet_by_default():
+    assert not settings.SENTRY_DSN and not settings.FRONTEND_SENTRY_DSN
+    assert settings.LATEST_VERSION_CHECK is False
+    assert settings.COLLECT_ANALYTICS is False
+
+
+def _settings_value(expression: str, **env: str) -> str:
+    code = ("import django; django.setup(); from django.conf import settings; "
+            f"import sys; print(repr({expression}))")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+                            text=True, timeout=120, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_users_can_opt_back_in_to_error_reporting():
+    assert _settings_value("settings.SENTRY_DSN", LABEL_STUDIO_SENTRY_DSN="https://k@sentry.example/1") == (
+        "'https://k@sentry.example/1'")
+
+
+ENV_READ = re.compile(r"os\.getenv|os\.environ\.get|os\.environ\[[^\]]+\](?!\s*=)")
+
+
+def test_environment_is_read_only_by_the_settings_module():
+    assert _settings_value("settings.MARKER_LS['HEARTBEAT_TIMEOUT']", MARKER_LS_HEARTBEAT_TIMEOUT="321") == "321"
+    package = os.path.dirname(__import__("marker_ls_plugin").__file__)
+    offenders = []
+    for folder, _, files in os.walk(package):
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and name != "settings.py" and ENV_READ.search(open(path).read()):
+                offenders.append(os.path.relpath(path, package))
+    assert offenders == []
+
+
+def test_importing_the_plugin_never_imports_torch():
+    code = (
+        "import sys, django; django.setup()\n"
+        "import marker_ls_plugin, marker_ls_plugin.admin, marker_ls_plugin.views, marker_ls_plugin.runs,"
+        " marker_ls_plugin.jobs, marker_ls_plugin.cli, marker_ls_plugin.urls, marker_ls_plugin.checks\n"
+        "from django.core.management import call_command; call_command('check')\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_the_running_server_has_not_loaded_torch(label_studio):
+    label_studio.session().get(f"{label_studio.url}/marker-ls/", timeout=30)
+    maps = open(f"/proc/{label_studio.proc.pid}/maps").read()
+    assert "libtorch" not in maps
