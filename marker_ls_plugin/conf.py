@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -34,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_config() -> dict[str, Any]:
     """Return the merged configuration (defaults overridden by settings.MARKER_LS)."""
     from django.conf import settings

@@ -6,8 +6,9 @@ import logging
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from django.db import close_old_connections, transaction
 from django.utils.module_loading import import_string

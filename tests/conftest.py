@@ -124,7 +124,8 @@ django.setup()
 
 
 def pytest_report_header(config):
-    return f"marker-ls tests: database {DB_ENGINE} ({os.environ.get('POSTGRE_NAME') or os.environ.get('DATABASE_NAME')}), data {DATA}, CI={CI}"
+    database = os.environ.get("POSTGRE_NAME") or os.environ.get("DATABASE_NAME")
+    return f"marker-ls tests: database {DB_ENGINE} ({database}), data {DATA}, CI={CI}"
 
 
 def pytest_sessionfinish(session, exitstatus):
