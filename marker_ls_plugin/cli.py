@@ -17,6 +17,19 @@ def _setup_django() -> None:
     django.setup()
 
 
+def _run_checks(**options) -> bool:
+    """Run Django's system checks; print problems and return False when any is an error."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    try:
+        call_command("check", fail_level="ERROR", **options)
+    except SystemCheckError as exc:
+        print(exc, file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     """Migrate, make sure an admin exists, then serve Label Studio with the plugin."""
     os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS_MODULE
@@ -26,7 +39,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
-    call_command("check", tags=["marker_ls"], fail_level="ERROR")
+    if not _run_checks(tags=["marker_ls"]):
+        return 1
     from marker_ls_plugin.accounts import ensure_admin
 
     ensure_admin(stdout=sys.stdout)
@@ -50,7 +64,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print("marker-ls worker needs Redis: set MARKER_LS_REDIS_URL (without it, runs execute inside the "
               "Label Studio server process).", file=sys.stderr)
         return 2
-    call_command("check", tags=["marker_ls"], fail_level="ERROR")
+    if not _run_checks(tags=["marker_ls"]):
+        return 1
     config = get_config()
     queues = args.queues or [config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]]
     options = {"burst": args.burst, "with_scheduler": False}
@@ -63,10 +78,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Run Django's system checks with the plugin's settings."""
     _setup_django()
-    from django.core.management import call_command
-
-    call_command("check", fail_level="ERROR")
-    return 0
+    return 0 if _run_checks() else 1
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
