@@ -40,6 +40,7 @@ setup(
         "dev": [
             "pytest>=8",
             "pytest-timeout",
+            "playwright>=1.50,<2",
             "ruff",
         ],
     },

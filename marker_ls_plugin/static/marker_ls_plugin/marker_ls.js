@@ -2,12 +2,19 @@
 (function () {
   "use strict";
   var ACTIVE = ["queued", "running"];
+  // FineTuneRun.Status labels, as the server renders them (the API sends the raw values).
+  var STATUS_LABELS = { queued: "Queued", running: "Running", succeeded: "Succeeded", failed: "Failed",
+                        cancelled: "Cancelled" };
 
   function update(root, run) {
     root.querySelectorAll("[data-field]").forEach(function (el) {
       var value = run[el.dataset.field];
       if (value === undefined || value === null) return;
       if (el.tagName === "PROGRESS") el.value = value;
+      else if (el.dataset.field === "status") {
+        el.textContent = STATUS_LABELS[value] || value;
+        el.className = el.className.replace(/\bmls-status-\S+/, "mls-status-" + value);
+      }
       else el.textContent = el.dataset.field === "epoch" ? Number(value).toFixed(2) : value;
     });
   }
