@@ -35,11 +35,16 @@ setup(
         "pypdfium2==4.30.0",
         "python-dotenv",
         "click",
+        # The offline CPU engine: its PP-OCR models ship inside the rapidocr wheel, which does not declare onnxruntime.
+        "rapidocr>=3,<4",
+        "onnxruntime",
     ],
     extras_require={
         "dev": [
             "pytest>=8",
             "pytest-timeout",
+            "rapidfuzz",
+            "jiwer>=3",
             "playwright>=1.50,<2",
             "ruff",
         ],

@@ -10,4 +10,8 @@ class MarkerLSPluginConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from marker_ls_plugin import checks  # noqa: F401  (registers the system checks)
+        from marker_ls_plugin import checks, connector, signals  # noqa: F401  (registers checks and receivers)
+        from marker_ls_plugin.actions import register_actions
+
+        register_actions()
+        connector.install()

@@ -91,6 +91,61 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_project_create(args: argparse.Namespace) -> int:
+    """Create a project with the plugin's OCR labeling preset."""
+    _setup_django()
+    from users.models import User
+
+    from marker_ls_plugin.presets import create_ocr_project
+
+    users = User.objects.filter(email=args.owner) if args.owner else User.objects.filter(is_superuser=True)
+    owner = users.order_by("id").first()
+    if owner is None:
+        print(f"No user {args.owner or '(superuser)'}; run `marker-ls start` once or pass --owner.", file=sys.stderr)
+        return 2
+    project = create_ocr_project(owner, args.title)
+    print(f"Created project {project.pk} \"{project.title}\" with the Marker OCR preset.")
+    return 0
+
+
+def cmd_preannotate(args: argparse.Namespace) -> int:
+    """Queue pre-annotation of every task lacking a prediction from its project's current model."""
+    _setup_django()
+    from projects.models import Project
+
+    from marker_ls_plugin.preannotation import sweep
+
+    project = Project.objects.get(pk=args.project) if args.project else None
+    print(f"Queued {sweep(project)} tasks.")
+    return 0
+
+
+def cmd_ml_backend(args: argparse.Namespace) -> int:
+    """Serve the ML backend protocol as a separate service (no database)."""
+    import logging
+
+    from marker_ls_plugin.ml_backend import Predictor
+    from marker_ls_plugin.standalone import Service, newest_model, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    checkpoint = args.recognition_checkpoint
+    version = args.model_version
+    if args.engine == "surya" and not checkpoint:
+        found = newest_model(args.models_dir)
+        if found:
+            checkpoint, version = str(found), version or found.name
+    options = {}
+    if args.engine == "surya":
+        options = {"recognition_checkpoint": checkpoint, "detection_checkpoint": args.detection_checkpoint,
+                   "device": args.device}
+    predictor = Predictor(version or f"marker-{args.engine}-base", args.engine,
+                          {k: v for k, v in options.items() if v})
+    service = Service(predictor, args.label_studio_url, args.api_key, basic_auth=args.basic_auth,
+                      allow_external_urls=args.allow_external_urls)
+    serve(service, args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marker-ls",
@@ -136,6 +191,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "as failed, with the reason. Pages and the API do this too; use it from cron if you like.",
     )
     reap.set_defaults(func=cmd_reap)
+
+    project = commands.add_parser("project", help="manage OCR projects",
+                                  description="Create Label Studio projects set up for Marker OCR.")
+    project_commands = project.add_subparsers(dest="project_command", metavar="ACTION", required=True)
+    create = project_commands.add_parser(
+        "create", help="create a project with the OCR labeling preset",
+        description="Create a project with the guide's enhanced OCR labeling config (Text, Handwriting, "
+                    "Signature, Table, Diagram; per-region transcription). Imported pages are pre-annotated.",
+    )
+    create.add_argument("--title", required=True, help="project title (3 characters or more)")
+    create.add_argument("--owner", help="owner's e-mail (default: the first superuser)")
+    create.set_defaults(func=cmd_project_create)
+
+    preannotate = commands.add_parser(
+        "preannotate", help="queue OCR for tasks still lacking a prediction from the current model",
+        description="Sweep OCR projects (or one) for tasks without a prediction from the project's current model "
+                    "and queue them for pre-annotation. Tasks whose image failed are not retried; use the Data "
+                    "Manager action \"Pre-annotate with Marker OCR\" to force them.",
+    )
+    preannotate.add_argument("--project", type=int, help="only this project id")
+    preannotate.set_defaults(func=cmd_preannotate)
+
+    backend = commands.add_parser(
+        "ml-backend", help="serve the OCR predictor as a standalone Label Studio ML backend",
+        description="Serve Label Studio's ML backend protocol (/health, /setup, /predict incl. interactive "
+                    "context, /webhook, /train) without a database: the marker-ocr-ml-backend service. Images "
+                    "are downloaded from Label Studio with an API token. With --models-dir, the newest model "
+                    "under <models-dir>/recognition/ is used (restart after adding one).",
+    )
+    backend.add_argument("--port", type=int, default=9090, help="HTTP port (default 9090)")
+    backend.add_argument("--host", default="0.0.0.0", help="interface (default 0.0.0.0)")
+    backend.add_argument("--engine", choices=["surya", "rapidocr"], default="surya", help="OCR engine")
+    backend.add_argument("--recognition-checkpoint", help="surya recognition checkpoint (directory or hub id)")
+    backend.add_argument("--detection-checkpoint", help="surya detection checkpoint (directory or hub id)")
+    backend.add_argument("--models-dir", help="use the newest model in <dir>/recognition/")
+    backend.add_argument("--model-version", help="model_version of the predictions")
+    backend.add_argument("--device", help="torch device for surya (default: CUDA when present)")
+    backend.add_argument("--label-studio-url", help="Label Studio's URL, for task images (else from /setup)")
+    backend.add_argument("--api-key", help="Label Studio API token for reading task images")
+    backend.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP Basic auth")
+    backend.add_argument("--allow-external-urls", action="store_true",
+                         help="also download task images from hosts other than Label Studio")
+    backend.set_defaults(func=cmd_ml_backend)
     return parser
 
 

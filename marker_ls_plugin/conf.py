@@ -31,6 +31,21 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_WORKERS": 1,
     # Lines kept in a run's log tail.
     "LOG_TAIL_LINES": 200,
+    # OCR engine when a project has no active model: "surya" or "rapidocr".
+    "ENGINE": "surya",
+    # surya checkpoints: None uses surya's defaults (downloaded once into its cache), or a local directory.
+    "SURYA_RECOGNITION_CHECKPOINT": None,
+    "SURYA_DETECTION_CHECKPOINT": None,
+    # torch device for surya ("cpu", "cuda", "cuda:1"); None: CUDA when present, else CPU.
+    "TORCH_DEVICE": None,
+    # Pre-annotate tasks as they are imported (projects with an OCR-shaped labeling config).
+    "PREANNOTATE_ON_IMPORT": True,
+    # Tasks per pre-annotation job (one engine call per batch).
+    "PREANNOTATE_BATCH_SIZE": 8,
+    # "user:password" for the HTTP ML backend endpoints under /marker-ls/ml/; None: they answer 403.
+    "ML_BACKEND_BASIC_AUTH": None,
+    # Larger images are refused (decompression bombs); PIL's own default limit.
+    "MAX_IMAGE_PIXELS": 89_478_485,
 }
 
 

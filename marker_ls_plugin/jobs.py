@@ -123,3 +123,11 @@ def execute_run(run_pk: int) -> str:
         heartbeat.stopped.set()
         heartbeat.join()
     return run.status
+
+
+def preannotate(project_pk: int, task_pks: list[int], force: bool = False) -> dict[str, int]:
+    """Pre-annotate tasks of a project (queue entry point)."""
+    from marker_ls_plugin.preannotation import preannotate_tasks
+
+    close_old_connections()
+    return preannotate_tasks(project_pk, task_pks, force)

@@ -65,6 +65,12 @@ class ProjectConfig(models.Model):
         related_name="active_in",
         help_text="The model that pre-annotates this project.",
     )
+    preannotate = models.BooleanField(default=True, help_text="Pre-annotate imported tasks with OCR.")
+    engine = models.CharField(
+        max_length=20, blank=True, choices=OCRModel.Engine.choices,
+        help_text="Engine when no model is active; blank: MARKER_LS['ENGINE'].",
+    )
+    engine_error = models.TextField(blank=True, help_text="Why the engine could not load, when it could not.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -72,6 +78,28 @@ class ProjectConfig(models.Model):
 
     def __str__(self) -> str:
         return f"project {self.project_id}"
+
+
+class TaskOCR(models.Model):
+    """Pre-annotation state of one task: which model version predicted it, or why it could not."""
+
+    class Status(models.TextChoices):
+        DONE = "done", "Pre-annotated"
+        ERROR = "error", "Error"
+
+    task = models.OneToOneField("tasks.Task", primary_key=True, on_delete=models.CASCADE, related_name="marker_ls_ocr")
+    model_version = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    error = models.TextField(blank=True)
+    lines = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "task OCR status"
+        verbose_name_plural = "task OCR statuses"
+
+    def __str__(self) -> str:
+        return f"task {self.task_id}: {self.status}"
 
 
 class FineTuneRun(models.Model):

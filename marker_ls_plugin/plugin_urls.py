@@ -5,7 +5,7 @@ from pathlib import Path
 from django.urls import path, re_path
 from django.views.static import serve
 
-from marker_ls_plugin import views
+from marker_ls_plugin import ml_views, views
 
 app_name = "marker_ls_plugin"
 
@@ -17,8 +17,11 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.run_cancel_page, name="run-cancel"),
     path("projects/<int:project_pk>/runs/start/", views.run_start_page, name="run-start"),
     path("api/projects/<int:project_pk>/runs/", views.ProjectRunsAPI.as_view(), name="api-project-runs"),
+    path("api/projects/<int:project_pk>/ocr/", views.ProjectOCRAPI.as_view(), name="api-project-ocr"),
     path("api/runs/<int:pk>/", views.RunAPI.as_view(), name="api-run"),
     path("api/runs/<int:pk>/cancel/", views.RunCancelAPI.as_view(), name="api-run-cancel"),
+    # Label Studio's ML backend protocol over HTTP, for callers outside this process (Basic auth).
+    re_path(r"^ml/(?P<route>health|setup|predict|webhook|train)/?$", ml_views.protocol, name="ml-protocol"),
     # Label Studio serves /static/ from its own build folder only; the plugin serves its files here.
     re_path(r"^static/(?P<path>.+)$", serve, {"document_root": str(STATIC_ROOT)}, name="static"),
     # The plugin owns /marker-ls/: nothing under it may fall through to Label Studio's unanchored

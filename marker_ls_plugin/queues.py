@@ -47,6 +47,11 @@ def embedded_job_id() -> str:
     return f"embedded:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
+def job_id_for(kind: str) -> str:
+    """A fresh job id for the configured backend."""
+    return embedded_job_id() if queue_backend() == "embedded" else f"marker-ls-{kind}-{uuid.uuid4().hex[:16]}"
+
+
 def _run_embedded(func_path: str, args: tuple[Any, ...]) -> None:
     close_old_connections()
     try:

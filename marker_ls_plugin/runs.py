@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from marker_ls_plugin.conf import get_config, queue_backend
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
-from marker_ls_plugin.queues import QueueUnavailable, embedded_job_id, enqueue
+from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for
 from marker_ls_plugin.training.config import TrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def start_run(
     if existing:
         return existing, False
     backend = queue_backend()
-    job_id = embedded_job_id() if backend == "embedded" else f"marker-ls-run-{timezone.now():%Y%m%d%H%M%S%f}"
+    job_id = job_id_for("run")
     try:
         with transaction.atomic():
             run = FineTuneRun.objects.create(

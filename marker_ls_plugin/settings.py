@@ -38,6 +38,10 @@ if "django_rq" not in INSTALLED_APPS:
 
 ROOT_URLCONF = "marker_ls_plugin.urls"
 
+# Label Studio's own seam for project behaviour: the plugin's mixin extends Label Studio's to hear of
+# imported tasks (marker_ls_plugin/hooks.py).
+PROJECT_MIXIN = "marker_ls_plugin.hooks.ProjectMixin"
+
 
 def _env_value(key, default):
     raw = os.environ.get(f"MARKER_LS_{key}")

@@ -7,7 +7,11 @@ anywhere in a path, so everything of ours must be resolved first.
 from core.urls import urlpatterns as label_studio_urlpatterns
 from django.urls import include, path
 
+from marker_ls_plugin.views import TemplateListWithPreset
+
 urlpatterns = [
     path("marker-ls/", include("marker_ls_plugin.plugin_urls")),
+    # Label Studio's template gallery, plus the plugin's OCR preset.
+    path("api/templates/", TemplateListWithPreset.as_view(), name="marker-ls-templates"),
     *label_studio_urlpatterns,
 ]

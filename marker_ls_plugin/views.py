@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from projects.api import TemplateListAPI
 from projects.models import Project
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -79,6 +80,18 @@ def run_cancel_page(request, pk: int):
 # API
 
 
+class TemplateListWithPreset(TemplateListAPI):
+    """Label Studio's template list with the plugin's OCR preset added to it."""
+
+    def list(self, request, *args, **kwargs):
+        from marker_ls_plugin.presets import ocr_template
+
+        response = super().list(request, *args, **kwargs)
+        data = dict(response.data)
+        data["templates"] = [*data["templates"], ocr_template()]
+        return Response(data)
+
+
 class ProjectRunsAPI(APIView):
     """GET: the project's runs, newest first. POST: start a run (or get the active one)."""
 
@@ -103,6 +116,34 @@ class ProjectRunsAPI(APIView):
             raise ValidationError({"config": [str(exc)]}) from exc
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(FineTuneRunSerializer(run).data, status=code)
+
+
+class ProjectOCRAPI(APIView):
+    """GET: the project's pre-annotation state: model, engine error, and tasks whose OCR failed."""
+
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request, project_pk: int):
+        from marker_ls_plugin.models import TaskOCR
+        from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
+
+        project = get_project(request.user, project_pk)
+        config = project_config(project)
+        choice = model_choice(project)
+        statuses = TaskOCR.objects.filter(task__project=project)
+        return Response({
+            "project": project.pk,
+            "ocr_project": project_controls(project) is not None,
+            "preannotate": config.preannotate,
+            "engine": choice.engine,
+            "model_version": choice.version,
+            "engine_error": config.engine_error,
+            "done": statuses.filter(status=TaskOCR.Status.DONE, model_version=choice.version).count(),
+            "errors": [
+                {"task": item.task_id, "error": item.error, "model_version": item.model_version}
+                for item in statuses.filter(status=TaskOCR.Status.ERROR).order_by("task_id")[:500]
+            ],
+        })
 
 
 class RunAPI(APIView):

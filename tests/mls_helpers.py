@@ -24,6 +24,8 @@ def clean_environ() -> dict[str, str]:
         "MARKER_LS_HEARTBEAT_INTERVAL": "1",
         "MARKER_LS_HEARTBEAT_TIMEOUT": "6",
         "MARKER_LS_RUN_FUNCTION": "mls_test_jobs.scripted_run",
+        # Real text offline: rapidocr ships its models; surya tests load tiny models explicitly.
+        "MARKER_LS_ENGINE": "rapidocr",
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
         "HF_HUB_OFFLINE": "1",
     })

@@ -1,0 +1,1 @@
+"""OCR engines, image reading, and model output turned into Label Studio results."""

@@ -1,0 +1,410 @@
+"""OCR engines (surya, RapidOCR) behind one interface, loaded lazily and once per process.
+
+Importing this module imports neither torch nor surya nor rapidocr: they are imported when a model loads.
+Images given to an engine are taken as they are (already EXIF-upright); polygons are pixel coordinates in them.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.metadata
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .types import EngineUnavailable, ImageError, OCRLine, PageOCR, Point
+
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
+
+__all__ = ["ENGINES", "Engine", "RapidOCREngine", "SuryaEngine", "clear_engines", "get_engine"]
+
+Polygon = Sequence[Sequence[float]]
+
+
+class Engine(abc.ABC):
+    """Detection + recognition on whole pages, and recognition of given regions.
+
+    Public methods serialise on a per-engine lock: the predictors keep per-call state and are not re-entrant.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.loads = 0  # how many times this engine has loaded its models; get_engine keeps it at 1
+        self._loaded = False
+        self._lock = threading.RLock()
+
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """Identifies the weights (a checkpoint id or package version), e.g. for Label Studio's model_version."""
+
+    def load(self) -> None:
+        """Load the models now (idempotent); raises EngineUnavailable with what to install or set."""
+        with self._lock:
+            if not self._loaded:
+                self._load()
+                self._loaded = True
+                self.loads += 1
+
+    def recognize_pages(self, images: Sequence[Image.Image]) -> list[PageOCR]:
+        """Find and read the text lines of each image, batched over the list."""
+        rgb = [_to_rgb(image) for image in images]
+        if not rgb:
+            return []
+        with self._lock:
+            self.load()
+            return self._recognize_pages(rgb)
+
+    def recognize_regions(self, image: Image.Image, polygons: Sequence[Polygon]) -> list[OCRLine]:
+        """Read the text inside each polygon, in order; one line per polygon, polygons clipped to the image.
+
+        A polygon with no area inside the image gives empty text with confidence 0.
+        """
+        rgb = _to_rgb(image)
+        clipped = [_clip(polygon, *rgb.size) for polygon in polygons]
+        lines = [OCRLine(polygon, "", 0.0) for polygon in clipped]
+        todo = [i for i, polygon in enumerate(clipped) if _area(polygon) >= 1.0]
+        if todo:
+            with self._lock:
+                self.load()
+                found = self._recognize_regions(rgb, [clipped[i] for i in todo])
+            for i, line in zip(todo, found, strict=True):
+                lines[i] = line
+        return lines
+
+    @abc.abstractmethod
+    def _load(self) -> None: ...
+
+    @abc.abstractmethod
+    def _recognize_pages(self, images: list[Image.Image]) -> list[PageOCR]: ...
+
+    @abc.abstractmethod
+    def _recognize_regions(self, image: Image.Image, polygons: list[list[Point]]) -> list[OCRLine]:
+        """``polygons`` are clipped, have an area, and have at least 3 points."""
+
+    def __repr__(self) -> str:
+        version = self.version if self._loaded else "not loaded"  # a default surya version needs surya's settings
+        return f"<{type(self).__name__} {version}>"
+
+
+# --- surya ---------------------------------------------------------------------------------------------------------
+
+SURYA_SETTING = {"recognition": "SURYA_RECOGNITION_CHECKPOINT", "detection": "SURYA_DETECTION_CHECKPOINT"}
+# Formatting tags surya writes into line text; the plugin trains on and annotates plain text.
+_FORMATTING_TAG = r"</?(?:b|i|u|sup|sub)>|<br\s*/?>"
+
+
+class SuryaEngine(Engine):
+    """surya-ocr 0.17.1: EfficientViT text detection, then the foundation model reads each line.
+
+    Prediction uses the prompt that fine-tuning trains with: task ``ocr_without_boxes`` and ``math_mode=False``
+    (no predicted character boxes fed back, a ``<NO-MATH>`` prompt), and no multi-token lookahead (see _load).
+    """
+
+    name = "surya"
+
+    def __init__(
+        self,
+        recognition_checkpoint: str | os.PathLike | None = None,
+        detection_checkpoint: str | os.PathLike | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.recognition_checkpoint = os.fspath(recognition_checkpoint) if recognition_checkpoint else None
+        self.detection_checkpoint = os.fspath(detection_checkpoint) if detection_checkpoint else None
+        self.device = device
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens  # None: surya's per-task limit (224 for line OCR)
+        self._detection = self._recognition = None
+        self._tags = re.compile(_FORMATTING_TAG)
+
+    @property
+    def version(self) -> str:
+        if self.recognition_checkpoint:
+            return self.recognition_checkpoint
+        from surya.settings import settings
+
+        return settings.FOUNDATION_MODEL_CHECKPOINT
+
+    def _load(self) -> None:
+        try:
+            import torch
+            from surya.detection import DetectionPredictor
+            from surya.foundation import FoundationPredictor
+            from surya.recognition import RecognitionPredictor
+            from surya.settings import settings
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"surya cannot be imported ({exc}): pip install surya-ocr==0.17.1 --no-deps (README, Installation)"
+            ) from exc
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        kind = torch.device(device).type
+        # surya picks dtypes from its own TORCH_DEVICE setting; float32 whenever we run on the CPU.
+        dtype = torch.float32 if kind == "cpu" else None
+        recognition = _surya_checkpoint(self.recognition_checkpoint, settings.FOUNDATION_MODEL_CHECKPOINT,
+                                        "recognition")
+        detection = _surya_checkpoint(self.detection_checkpoint, settings.DETECTOR_MODEL_CHECKPOINT, "detection")
+        try:
+            foundation = FoundationPredictor(checkpoint=recognition, device=device, dtype=dtype)
+            detector = DetectionPredictor(checkpoint=detection, device=device, dtype=dtype)
+        except Exception as exc:
+            raise EngineUnavailable(f"surya could not load {recognition!r} / {detection!r}: {exc}. "
+                                    f"{_surya_hint(settings.MODEL_CACHE_DIR)}") from exc
+        # Multi-token lookahead off, for this model only. RecognitionPredictor asks the foundation loop for
+        # config.multi_output_distance extra tokens per step, taken while each is >= the process-wide setting
+        # FOUNDATION_MULTI_TOKEN_MIN_CONFIDENCE (0.9). Fine-tuning trains the LM head only, so the lookahead heads of
+        # a fine-tuned checkpoint are stale and drop characters (docs/research/surya.md section 4). With distance 0
+        # get_logits runs the LM head alone and every step yields exactly one greedy token, as surya's layout
+        # predictor does (max_lookahead_tokens=0); nothing else in the process changes.
+        foundation.model.config.multi_output_distance = 0
+        recognizer = RecognitionPredictor(foundation)
+        # The checkpoint's special tokens too (<b>, <i>, ... and system tokens an untrained model may emit).
+        specials = sorted(foundation.processor.ocr_tokenizer.SPECIAL_TOKEN_MAPPING, key=len, reverse=True)
+        self._tags = re.compile("|".join([_FORMATTING_TAG, *map(re.escape, specials)]))
+        recognizer.disable_tqdm = detector.disable_tqdm = True
+        self._recognition_batch = (self.batch_size or settings.RECOGNITION_BATCH_SIZE
+                                   or RecognitionPredictor.default_batch_sizes.get(kind, 32))
+        self._detection_batch = settings.DETECTOR_BATCH_SIZE or DetectionPredictor.default_batch_sizes.get(kind, 8)
+        self.device = device
+        self._recognition, self._detection = recognizer, detector
+
+    def _predict(self, images: list[Image.Image], **kwargs: Any) -> list:
+        return self._recognition(
+            images,
+            task_names=["ocr_without_boxes"] * len(images),
+            math_mode=False,
+            recognition_batch_size=self._recognition_batch,
+            max_tokens=self.max_tokens,
+            **kwargs,
+        )
+
+    def _recognize_pages(self, images: list[Image.Image]) -> list[PageOCR]:
+        results = self._predict(images, det_predictor=self._detection, detection_batch_size=self._detection_batch,
+                                sort_lines=True)
+        return [PageOCR(image.width, image.height, [self._line(line.polygon, line, *image.size)
+                                                    for line in result.text_lines])
+                for image, result in zip(images, results, strict=True)]
+
+    def _recognize_regions(self, image: Image.Image, polygons: list[list[Point]]) -> list[OCRLine]:
+        # surya crops the axis-aligned box of each polygon by integer slicing and masks the outside white.
+        ints = [[[round(x), round(y)] for x, y in polygon] for polygon in polygons]
+        (result,) = self._predict([image], polygons=[ints])
+        lines = zip(polygons, result.text_lines, strict=True)
+        return [self._line(polygon, line, *image.size) for polygon, line in lines]
+
+    def _line(self, polygon: Polygon, line: Any, width: int, height: int) -> OCRLine:
+        """surya's TextLine as an OCRLine: clipped polygon, plain text, confidence in [0, 1]."""
+        text = self._tags.sub("", line.text or "").strip()
+        return OCRLine(_clip(polygon, width, height), text, _confidence(line.confidence))
+
+
+def _surya_hint(cache_dir: str) -> str:
+    return (f"Set MARKER_LS['{SURYA_SETTING['recognition']}'] / ['{SURYA_SETTING['detection']}'] to local "
+            f"directories, or run once online to fill surya's cache at {cache_dir}")
+
+
+def _surya_checkpoint(checkpoint: str | None, default: str, kind: str) -> str:
+    """The checkpoint surya can load without a download, or EngineUnavailable saying what to set.
+
+    ``s3://`` ids (surya's defaults) live in surya's MODEL_CACHE_DIR; a missing one is fetched once with surya's
+    own downloader (no retries, unlike surya's loader which sleeps between three attempts), unless
+    Hugging Face's offline mode (HF_HUB_OFFLINE=1) is on.
+    """
+    from huggingface_hub import constants
+    from surya.common.s3 import check_manifest, download_directory
+    from surya.settings import settings
+
+    checkpoint = checkpoint or default
+    setting = f"MARKER_LS['{SURYA_SETTING[kind]}']"
+    if checkpoint.startswith("s3://"):
+        remote = checkpoint.removeprefix("s3://")
+        local = os.path.join(settings.MODEL_CACHE_DIR, remote)
+        if check_manifest(local):
+            return checkpoint
+        if constants.HF_HUB_OFFLINE:
+            raise EngineUnavailable(f"surya {kind} checkpoint {checkpoint} is not in surya's cache and downloads "
+                                    f"are off (HF_HUB_OFFLINE). {_surya_hint(settings.MODEL_CACHE_DIR)}")
+        os.makedirs(local, exist_ok=True)
+        try:
+            download_directory(remote, local)
+        except Exception as exc:
+            raise EngineUnavailable(f"surya {kind} checkpoint {checkpoint} could not be downloaded from "
+                                    f"{settings.S3_BASE_URL} ({exc}). {_surya_hint(settings.MODEL_CACHE_DIR)}") from exc
+        return checkpoint
+    path = os.path.expanduser(checkpoint)
+    looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path)
+    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
+        raise EngineUnavailable(f"surya {kind} checkpoint {checkpoint!r} is not a checkpoint directory (no "
+                                f"config.json there). Set {setting} to a directory saved by fine-tuning, or leave it "
+                                f"unset for surya's default")
+    return path  # a directory, or a Hugging Face repo id for transformers
+
+
+# --- RapidOCR ------------------------------------------------------------------------------------------------------
+
+
+class RapidOCREngine(Engine):
+    """RapidOCR 3.x on onnxruntime with the PP-OCR models inside its wheel: fully offline, CPU, not trainable."""
+
+    name = "rapidocr"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ocr = None
+
+    @property
+    def version(self) -> str:
+        try:
+            return f"rapidocr-{importlib.metadata.version('rapidocr')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "rapidocr"
+
+    def _load(self) -> None:
+        try:
+            import numpy as np
+            import onnxruntime  # noqa: F401  rapidocr does not declare it, and imports it only at the first call
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise EngineUnavailable(f"RapidOCR cannot be imported ({exc}): pip install rapidocr onnxruntime") from exc
+        ocr = RapidOCR(params={"Global.log_level": "error"})
+        # The ONNX sessions are created at their first use; do it now so that load() means loaded.
+        blank = np.full((48, 160, 3), 255, np.uint8)
+        ocr(blank, use_det=True, use_cls=False, use_rec=False)
+        ocr(blank, use_det=False, use_cls=False, use_rec=True)
+        self._ocr = ocr
+
+    def _recognize_pages(self, images: list[Image.Image]) -> list[PageOCR]:
+        pages = []
+        for image in images:
+            # The 180-degree line classifier is off: pages arrive upright, and it costs time and can flip lines.
+            result = self._ocr(_bgr(image), use_det=True, use_cls=False, use_rec=True)
+            boxes = [] if result.boxes is None or result.txts is None else result.boxes
+            lines = [OCRLine(_clip(box, *image.size), text.strip(), _confidence(score))
+                     for box, text, score in zip(boxes, result.txts or (), result.scores or (), strict=True)]
+            pages.append(PageOCR(image.width, image.height, lines))
+        return pages
+
+    def _recognize_regions(self, image: Image.Image, polygons: list[list[Point]]) -> list[OCRLine]:
+        pixels = _bgr(image)
+        lines = []
+        for polygon in polygons:
+            result = self._ocr(_crop(pixels, polygon), use_det=False, use_cls=False, use_rec=True)
+            texts, scores = getattr(result, "txts", None), getattr(result, "scores", None)
+            if texts and texts[0].strip():
+                lines.append(OCRLine(polygon, texts[0].strip(), _confidence(scores[0])))
+            else:
+                lines.append(OCRLine(polygon, "", 0.0))
+        return lines
+
+
+def _bgr(image: Image.Image) -> np.ndarray:
+    """RapidOCR takes arrays as OpenCV's BGR, like its PP-OCR models were trained."""
+    import numpy as np
+
+    return np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+
+
+def _crop(pixels: np.ndarray, polygon: list[Point]) -> np.ndarray:
+    """The region as an upright strip: a perspective warp of a 4-point polygon, else its bounding box."""
+    import cv2
+    import numpy as np
+
+    if len(polygon) != 4:
+        xs, ys = [p[0] for p in polygon], [p[1] for p in polygon]
+        polygon = [(min(xs), min(ys)), (max(xs), min(ys)), (max(xs), max(ys)), (min(xs), max(ys))]
+    tl, tr, br, bl = (np.array(p, np.float32) for p in polygon)
+    width = max(1, math.ceil(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
+    height = max(1, math.ceil(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
+    target = np.array([(0, 0), (width, 0), (width, height), (0, height)], np.float32)
+    matrix = cv2.getPerspectiveTransform(np.stack([tl, tr, br, bl]), target)
+    return cv2.warpPerspective(pixels, matrix, (width, height), flags=cv2.INTER_CUBIC,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=(255, 255, 255))
+
+
+# --- shared helpers ------------------------------------------------------------------------------------------------
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """An RGB copy; transparency is flattened onto white (a plain convert would turn it black)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image, got {type(image).__name__}")
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"the image is empty ({image.width}x{image.height})")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, "white")
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def _clip(polygon: Polygon, width: int, height: int) -> list[Point]:
+    points = [(float(p[0]), float(p[1])) for p in polygon]
+    if len(points) < 3 or not all(math.isfinite(v) for p in points for v in p):
+        raise ValueError(f"a polygon needs at least 3 finite points, got {polygon!r}")
+    return [(min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))) for x, y in points]
+
+
+def _area(polygon: list[Point]) -> float:
+    """Shoelace area."""
+    n = len(polygon)
+    return abs(sum(polygon[i][0] * polygon[(i + 1) % n][1] - polygon[(i + 1) % n][0] * polygon[i][1]
+                   for i in range(n))) / 2
+
+
+def _confidence(value: Any) -> float:
+    value = float(value)
+    return min(max(value, 0.0), 1.0) if math.isfinite(value) else 0.0
+
+
+# --- the process-wide cache ----------------------------------------------------------------------------------------
+
+ENGINES: dict[str, Callable[..., Engine]] = {"surya": SuryaEngine, "rapidocr": RapidOCREngine}
+
+_engines: dict[tuple, Engine] = {}
+_key_locks: dict[tuple, threading.Lock] = {}
+_cache_lock = threading.Lock()
+
+
+def get_engine(name: str, **options: Any) -> Engine:
+    """The loaded engine for ``name`` and ``options``, built and loaded once per process (thread-safe).
+
+    Options that are None are left out, so ``get_engine("surya")`` and ``get_engine("surya", device=None)`` share
+    one engine. A failed load (EngineUnavailable) is not cached: the next call tries again.
+    """
+    if name not in ENGINES:
+        raise ValueError(f"unknown OCR engine {name!r}; known engines: {', '.join(sorted(ENGINES))}")
+    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items() if v is not None}
+    key = (name, tuple(sorted(options.items())))
+    with _cache_lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            return engine
+        key_lock = _key_locks.setdefault(key, threading.Lock())
+    with key_lock:  # one loader per key; other keys load in parallel
+        with _cache_lock:
+            engine = _engines.get(key)
+        if engine is None:
+            engine = ENGINES[name](**options)
+            engine.load()
+            with _cache_lock:
+                _engines[key] = engine
+    return engine
+
+
+def clear_engines() -> None:
+    """Forget every cached engine (tests; after a new model is activated). Their memory goes with the last user."""
+    with _cache_lock:
+        _engines.clear()
+        _key_locks.clear()

@@ -1,0 +1,234 @@
+"""Pre-annotation: imported tasks in, Label Studio predictions out; batched, never in a request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from projects.models import Project
+from tasks.models import Prediction, Task
+
+from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.models import ProjectConfig, TaskOCR
+from marker_ls_plugin.ocr.labeling import OCRControls, controls_from_config
+from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
+from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for
+
+logger = logging.getLogger(__name__)
+
+PREANNOTATE_JOB = "marker_ls_plugin.jobs.preannotate"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which engine and checkpoints pre-annotate a project, and the model_version they write."""
+
+    version: str
+    engine: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def project_config(project: Project) -> ProjectConfig:
+    config, _ = ProjectConfig.objects.get_or_create(project=project)
+    return config
+
+
+def project_controls(project: Project) -> OCRControls | None:
+    """The OCR controls of the project's labeling config; None when it is not OCR-shaped."""
+    try:
+        return controls_from_config(project.label_config)
+    except ValueError:
+        return None
+
+
+def engine_options(engine: str, recognition_checkpoint: str | None = None) -> dict[str, Any]:
+    config = get_config()
+    if engine != "surya":
+        return {}
+    return {
+        "recognition_checkpoint": recognition_checkpoint or config["SURYA_RECOGNITION_CHECKPOINT"],
+        "detection_checkpoint": config["SURYA_DETECTION_CHECKPOINT"],
+        "device": config["TORCH_DEVICE"],
+    }
+
+
+def model_choice(project: Project) -> ModelChoice:
+    """The project's active registry model, else its (or the site's) engine with default checkpoints."""
+    config = project_config(project)
+    model = config.active_model
+    if model is not None:
+        return ModelChoice(model.name, model.engine, engine_options(model.engine, model.checkpoint or None))
+    engine = config.engine or get_config()["ENGINE"]
+    return ModelChoice(f"marker-{engine}-base", engine, engine_options(engine))
+
+
+ML_BACKEND_TITLE = "Marker OCR"
+
+
+def connect_ml_backend(project: Project):
+    """Give an OCR-shaped project the in-process ML backend (once); return it or None."""
+    from ml.models import MLBackend, MLBackendState
+
+    from marker_ls_plugin.connector import in_process_url, is_in_process
+
+    if project_controls(project) is None:
+        return None
+    for backend in MLBackend.objects.filter(project=project):
+        if is_in_process(backend.url):
+            return backend
+    return MLBackend.objects.create(
+        project=project, url=in_process_url(), title=ML_BACKEND_TITLE, is_interactive=True,
+        state=MLBackendState.CONNECTED, model_version=model_choice(project).version, auto_update=True,
+    )
+
+
+def should_preannotate(project: Project) -> bool:
+    return (
+        get_config()["PREANNOTATE_ON_IMPORT"]
+        and project_config(project).preannotate
+        and project_controls(project) is not None
+    )
+
+
+def schedule(project: Project, task_ids: list[int], *, force: bool = False) -> int:
+    """Queue pre-annotation of ``task_ids`` in batches, after the current transaction commits."""
+    task_ids = sorted(set(task_ids))
+    if not task_ids:
+        return 0
+    size = get_config()["PREANNOTATE_BATCH_SIZE"]
+    queue = get_config()["INFERENCE_QUEUE"]
+    for start in range(0, len(task_ids), size):
+        batch = task_ids[start:start + size]
+        try:
+            enqueue(PREANNOTATE_JOB, project.pk, batch, force, queue=queue, job_id=job_id_for("ocr"))
+        except QueueUnavailable as exc:
+            logger.error("pre-annotation of project %s could not be queued: %s", project.pk, exc)
+            _record_project_error(project, f"pre-annotation could not be queued: {exc}")
+            return start
+    return len(task_ids)
+
+
+def on_tasks_created(project: Project, task_ids: list[int]) -> None:
+    """Called by every import path; queues the new tasks when the project pre-annotates."""
+    if task_ids and should_preannotate(project):
+        transaction.on_commit(lambda: schedule(project, task_ids))
+
+
+def pending_tasks(project: Project, version: str):
+    """Tasks with no prediction of ``version`` and no recorded failure for it."""
+    return (
+        Task.objects.filter(project=project)
+        .exclude(predictions__model_version=version)
+        .exclude(marker_ls_ocr__model_version=version, marker_ls_ocr__status=TaskOCR.Status.ERROR)
+    )
+
+
+def sweep(project: Project | None = None) -> int:
+    """Queue every task still lacking a prediction from its project's current model."""
+    projects = [project] if project is not None else Project.objects.all()
+    queued = 0
+    for item in projects:
+        if should_preannotate(item):
+            ids = list(pending_tasks(item, model_choice(item).version).values_list("id", flat=True))
+            queued += schedule(item, ids)
+    return queued
+
+
+_project_locks: dict[int, threading.Lock] = {}
+_project_locks_guard = threading.Lock()
+
+
+def _project_lock(project_id: int) -> threading.Lock:
+    """One pre-annotation at a time per project in this process (queue thread and web requests)."""
+    with _project_locks_guard:
+        return _project_locks.setdefault(project_id, threading.Lock())
+
+
+def preannotate_tasks(project_id: int, task_ids: list[int], force: bool = False) -> dict[str, int]:
+    """Predict ``task_ids`` with the project's model and store Label Studio predictions.
+
+    Without ``force`` a task already predicted by the current model is skipped, also when another
+    job or Label Studio's own connector got there first (a per-project lock here, and a row lock on
+    the task where the database has them).
+    """
+    with _project_lock(project_id):
+        return _preannotate_tasks(project_id, task_ids, force)
+
+
+def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool) -> dict[str, int]:
+    from marker_ls_plugin.ocr.engines import get_engine
+    from marker_ls_plugin.ocr.images import load_task_image
+    from marker_ls_plugin.ocr.results import page_to_results, prediction_score
+
+    summary = {"predicted": 0, "failed": 0, "skipped": 0}
+    project = Project.objects.filter(pk=project_id).first()
+    controls = project and project_controls(project)
+    if controls is None:
+        return summary
+    choice = model_choice(project)
+    tasks = Task.objects.filter(project=project, id__in=task_ids).order_by("id")
+    if not force:
+        tasks = tasks.exclude(predictions__model_version=choice.version)
+    tasks = list(tasks)
+    summary["skipped"] = len(set(task_ids)) - len(tasks)
+    if not tasks:
+        return summary
+    try:
+        engine = get_engine(choice.engine, **choice.options)
+    except EngineUnavailable as exc:
+        logger.error("project %s: OCR engine %s unavailable: %s", project.pk, choice.engine, exc)
+        _record_project_error(project, f"OCR engine '{choice.engine}' is unavailable: {exc}")
+        summary["failed"] = len(tasks)
+        return summary
+
+    readable, images = [], []
+    for task in tasks:
+        try:
+            images.append(load_task_image(task, controls.image_key, max_pixels=get_config()["MAX_IMAGE_PIXELS"]))
+            readable.append(task)
+        except ImageError as exc:
+            _record_task(task, choice.version, error=str(exc))
+            summary["failed"] += 1
+    if not readable:
+        return summary
+    try:
+        pages = engine.recognize_pages(images)
+    except Exception as exc:  # one bad batch must not stop the queue; each task says why
+        logger.exception("project %s: OCR failed on tasks %s", project.pk, [t.pk for t in readable])
+        for task in readable:
+            _record_task(task, choice.version, error=f"OCR failed: {type(exc).__name__}: {exc}")
+        summary["failed"] += len(readable)
+        return summary
+
+    for task, page in zip(readable, pages, strict=True):
+        with transaction.atomic():
+            list(Task.objects.select_for_update().filter(pk=task.pk))  # a worker elsewhere waits here
+            if not force and Prediction.objects.filter(task=task, model_version=choice.version).exists():
+                summary["skipped"] += 1
+                continue
+            Prediction.objects.create(
+                task=task, project=project, result=page_to_results(page, controls),
+                score=prediction_score(page.lines), model_version=choice.version,
+            )
+            _record_task(task, choice.version, lines=len(page.lines))
+        summary["predicted"] += 1
+    # Label Studio shows annotators only the predictions of project.model_version.
+    Project.objects.filter(pk=project.pk).exclude(model_version=choice.version).update(model_version=choice.version)
+    ProjectConfig.objects.filter(project=project).exclude(engine_error="").update(engine_error="")
+    return summary
+
+
+def _record_task(task: Task, version: str, *, error: str = "", lines: int = 0) -> None:
+    status = TaskOCR.Status.ERROR if error else TaskOCR.Status.DONE
+    TaskOCR.objects.update_or_create(
+        task=task, defaults={"model_version": version, "status": status, "error": error, "lines": lines}
+    )
+    if error:
+        logger.warning("task %s: %s", task.pk, error)
+
+
+def _record_project_error(project: Project, message: str) -> None:
+    ProjectConfig.objects.update_or_create(project=project, defaults={"engine_error": message})

@@ -1,0 +1,24 @@
+"""Signal receivers: new tasks saved one by one, and projects that become OCR projects."""
+
+from __future__ import annotations
+
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+from projects.models import Project
+from tasks.models import Task
+
+
+@receiver(post_save, sender=Task, dispatch_uid="marker_ls_task_created")
+def task_created(sender, instance: Task, created: bool, **kwargs) -> None:
+    if created:
+        from marker_ls_plugin.preannotation import on_tasks_created
+
+        on_tasks_created(instance.project, [instance.pk])
+
+
+@receiver(post_save, sender=Project, dispatch_uid="marker_ls_project_saved")
+def project_saved(sender, instance: Project, created: bool, **kwargs) -> None:
+    """OCR-shaped projects get the in-process "Marker OCR" backend in their Model tab."""
+    from marker_ls_plugin.preannotation import connect_ml_backend
+
+    connect_ml_backend(instance)

@@ -1,0 +1,92 @@
+"""The pre-annotation pipeline in-process: model choice, surya tiny models, engine unavailable."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.test import override_settings
+from mls_factories import make_project
+from mls_render import render_page
+from tasks.models import Prediction, Task
+
+from marker_ls_plugin.models import OCRModel, ProjectConfig, TaskOCR
+from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
+from marker_ls_plugin.preannotation import model_choice, pending_tasks, preannotate_tasks, should_preannotate
+
+
+def ocr_project(title):
+    project = make_project(title)
+    project.label_config = OCR_PRESET_CONFIG
+    project.save()
+    return project
+
+
+def upload_task(project, name="page.png"):
+    image, _ = render_page(["Hello world 123", "Second line here"], size=(800, 200), font_size=28)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    path = default_storage.save(f"upload/{project.pk}/{name}", ContentFile(buffer.getvalue()))
+    return Task.objects.create(project=project, data={"image": f"/data/{path}"})
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from surya_tiny import build_tiny_models
+
+    return build_tiny_models(tmp_path_factory.mktemp("surya-tiny"))
+
+
+def test_model_choice_follows_the_active_model():
+    project = ocr_project("choice")
+    assert model_choice(project).version == "marker-rapidocr-base"
+    model = OCRModel.objects.create(name="line-ft-1", engine="surya", checkpoint="/models/recognition/line-ft-1",
+                                    kind="finetuned")
+    ProjectConfig.objects.filter(project=project).update(active_model=model)
+    choice = model_choice(project)
+    assert (choice.version, choice.engine) == ("line-ft-1", "surya")
+    assert choice.options["recognition_checkpoint"] == "/models/recognition/line-ft-1"
+
+
+def test_only_ocr_shaped_projects_preannotate():
+    assert should_preannotate(ocr_project("ocr shaped"))
+    assert not should_preannotate(make_project("default config"))
+    project = ocr_project("switched off")
+    ProjectConfig.objects.update_or_create(project=project, defaults={"preannotate": False})
+    assert not should_preannotate(project)
+
+
+def test_surya_tiny_models_write_predictions_with_the_models_version(tiny_models):
+    project = ocr_project("surya tiny")
+    tasks = [upload_task(project, f"p{i}.png") for i in range(2)]
+    model = OCRModel.objects.create(name="tiny-surya", engine="surya", checkpoint=str(tiny_models["recognition"]))
+    ProjectConfig.objects.update_or_create(project=project, defaults={"active_model": model})
+    with override_settings(MARKER_LS={"SURYA_DETECTION_CHECKPOINT": str(tiny_models["detection"]),
+                                      "TORCH_DEVICE": "cpu"}):
+        summary = preannotate_tasks(project.pk, [t.pk for t in tasks])
+        assert summary == {"predicted": 2, "failed": 0, "skipped": 0}
+        again = preannotate_tasks(project.pk, [t.pk for t in tasks])
+    assert again["skipped"] == 2  # a version predicts a task once unless forced
+    predictions = Prediction.objects.filter(task__in=tasks)
+    assert predictions.count() == 2 and {p.model_version for p in predictions} == {"tiny-surya"}
+    project.refresh_from_db()
+    assert project.model_version == "tiny-surya"
+    assert set(TaskOCR.objects.filter(task__in=tasks).values_list("status", flat=True)) == {"done"}
+    assert not pending_tasks(project, "tiny-surya").exists()
+
+
+def test_engine_unavailable_is_explained_and_loses_nothing(tmp_path):
+    project = ocr_project("surya missing")
+    task = upload_task(project)
+    ProjectConfig.objects.update_or_create(project=project, defaults={"engine": "surya"})
+    missing = str(tmp_path / "no-such-checkpoint")
+    with override_settings(MARKER_LS={"SURYA_RECOGNITION_CHECKPOINT": missing,
+                                      "SURYA_DETECTION_CHECKPOINT": missing}):
+        summary = preannotate_tasks(project.pk, [task.pk])
+    assert summary["predicted"] == 0
+    error = ProjectConfig.objects.get(project=project).engine_error
+    assert "surya" in error and "SURYA_" in error
+    assert Task.objects.filter(pk=task.pk).exists() and not task.predictions.exists()
+    assert pending_tasks(project, model_choice(project).version).filter(pk=task.pk).exists()
