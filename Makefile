@@ -36,7 +36,7 @@ test: install test-deps  ## the whole suite (PostgreSQL and Redis on their defau
 	$(PY) -m pytest
 
 lint: install
-	$(VENV)/bin/ruff check marker_ls_plugin tests
+	$(VENV)/bin/ruff check marker_ls_plugin tests bench
 
 worker: install  ## an RQ worker; needs MARKER_LS_REDIS_URL
 	$(VENV)/bin/marker-ls worker

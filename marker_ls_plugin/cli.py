@@ -44,6 +44,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     from marker_ls_plugin.accounts import ensure_admin
 
     ensure_admin(stdout=sys.stdout)
+    if not args.no_demo:
+        from marker_ls_plugin.demo import ensure_demo_project
+
+        ensure_demo_project(stdout=sys.stdout)
     if args.init_only:
         return 0
     from label_studio import server
@@ -166,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--host", default="0.0.0.0", help="interface to listen on (default 0.0.0.0)")
     start.add_argument("--data-dir", help="Label Studio data directory (default: LABEL_STUDIO_BASE_DATA_DIR)")
     start.add_argument("--init-only", action="store_true", help="migrate and create the admin, then exit")
+    start.add_argument("--no-demo", action="store_true",
+                       help="on a database without projects, do not create the pre-annotated demo project")
     start.set_defaults(func=cmd_start)
 
     worker = commands.add_parser(

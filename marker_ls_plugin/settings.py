@@ -68,6 +68,9 @@ if MARKER_LS["REDIS_URL"]:
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30  # noqa: F405
 
+# surya's own cache location (its MODEL_CACHE_DIR), to tell whether its weights are present.
+SURYA_MODEL_CACHE_DIR = os.environ.get("MODEL_CACHE_DIR") or None
+
 # The first admin user created by `marker-ls start` on an empty database.
 MARKER_LS_FIRST_ADMIN_EMAIL = os.environ.get("LABEL_STUDIO_USERNAME")
 MARKER_LS_FIRST_ADMIN_PASSWORD = os.environ.get("LABEL_STUDIO_PASSWORD")

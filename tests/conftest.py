@@ -217,7 +217,7 @@ def label_studio():
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [PYTHON, "-m", "marker_ls_plugin.cli", "start", "--port", str(port), "--host", "127.0.0.1",
-             "--data-dir", str(data_dir)],
+             "--data-dir", str(data_dir), "--no-demo"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
     try:

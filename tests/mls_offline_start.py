@@ -44,6 +44,23 @@ try:
         result["logged_in"] = "/user/login" not in login.url
         result["dashboard"] = session.get(f"{url}/marker-ls/", timeout=30).status_code
         result["file_mode"] = oct(os.stat(os.path.join(data_dir, "marker_ls", "first-admin.txt")).st_mode & 0o777)
+        projects = session.get(f"{url}/api/projects/", timeout=30).json()["results"]
+        result["projects"] = [(p["title"], p["description"]) for p in projects]
+        if projects:
+            demo = projects[0]["id"]
+
+            def predicted():
+                tasks = session.get(f"{url}/api/tasks", params={"project": demo}, timeout=30).json()["tasks"]
+                return [t for t in tasks if t["total_predictions"]], tasks
+
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and len(predicted()[0]) < len(predicted()[1]):
+                time.sleep(1)
+            done, tasks = predicted()
+            result["demo_tasks"], result["demo_predicted"] = len(tasks), len(done)
+            first = session.get(f"{url}/api/tasks/{tasks[0]['id']}", timeout=30).json()
+            result["demo_texts"] = [i["value"]["text"][0] for i in first["predictions"][0]["result"]
+                                    if i["type"] == "textarea"]
 finally:
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGTERM)

@@ -63,6 +63,12 @@ def test_first_start_works_offline_on_a_fresh_sqlite_install(tmp_path, offline_c
     seen = json.loads(result.stdout.strip().splitlines()[-1])
     assert seen["password_printed"], seen["log"]
     assert seen["logged_in"] and seen["dashboard"] == 200 and seen["file_mode"] == "0o600"
+    # In front of an OCR project from the preset, its sample pages pre-annotated, saying which engine and why.
+    [(title, description)] = seen["projects"]
+    assert title == "Marker OCR demo" and "rapidocr" in description and "surya's weights are not" in description
+    assert seen["demo_tasks"] == 3 and seen["demo_predicted"] == 3
+    assert "Invoice 2026-0117" in seen["demo_texts"]
+    assert "pre-annotating with rapidocr" in seen["log"]
     # The plugin's migrations applied on SQLite.
     with sqlite3.connect(data_dir / "label_studio.sqlite3") as db:
         applied = {row[0] for row in db.execute("SELECT name FROM django_migrations WHERE app='marker_ls_plugin'")}
