@@ -105,7 +105,7 @@ def main() -> None:
                                               "csrfmiddlewaretoken": http.cookies.get("csrftoken", "")})
         project = http.post(f"{url}/api/projects/", json={"title": "bench", "label_config": OCR_PRESET_CONFIG}).json()
         # Warm the server's engine with one page, then time the rest from upload to stored prediction.
-        files = [("file", (f"p{i}.png", png, "image/png")) for i, (_, png) in enumerate(data)]
+        files = [(f"file{i}", (f"p{i}.png", png, "image/png")) for i, (_, png) in enumerate(data)]
         warm = http.post(f"{url}/api/projects/{project['id']}/import", files=[files[0]],
                          params={"return_task_ids": "true"}).json()["task_ids"]
         wait(lambda: http.get(f"{url}/api/tasks/{warm[0]}").json()["total_predictions"], 120, "warm-up")
@@ -117,8 +117,11 @@ def main() -> None:
             tasks = http.get(f"{url}/api/tasks", params={"project": project["id"], "page_size": 1000}).json()
             return sum(1 for t in tasks["tasks"] if t["id"] in ids and t["total_predictions"]) == len(ids)
 
+        assert len(ids) == len(data), ids
         wait(all_predicted, 600, "pre-annotation")
         pipeline = time.perf_counter() - began
+        found = [sum(1 for item in prediction["result"] if item["type"] == "textarea")
+                 for task_id in ids for prediction in http.get(f"{url}/api/tasks/{task_id}").json()["predictions"]]
 
         # Retrieve Predictions through Label Studio's connector (in-process) after deleting them.
         for task_id in ids:
@@ -147,6 +150,7 @@ def main() -> None:
 
     n = len(data)
     print(f"pages: {n}, engine: rapidocr {engine.version}")
+    print(f"lines found per page by the pipeline: {found} (8 rendered)")
     print(f"raw engine:                   {raw:7.2f} s  ({raw / n:.2f} s/page)")
     print(f"import -> stored prediction:  {pipeline:7.2f} s  ratio to raw {pipeline / raw:.2f}")
     print(f"retrieve, in-process:         {in_process:7.2f} s  ratio to raw {in_process / raw:.2f}")
