@@ -170,8 +170,8 @@ def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool) -> dic
         return summary
     choice = model_choice(project)
     tasks = Task.objects.filter(project=project, id__in=task_ids).order_by("id")
-    if not force:
-        tasks = tasks.exclude(predictions__model_version=choice.version)
+    if not force:  # done, or failed for a reason that retrying will not fix (forcing retries it)
+        tasks = pending_tasks(project, choice.version).filter(id__in=task_ids).order_by("id")
     tasks = list(tasks)
     summary["skipped"] = len(set(task_ids)) - len(tasks)
     if not tasks:

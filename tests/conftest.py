@@ -211,8 +211,11 @@ def label_studio():
     data_dir = DATA / "server"
     port = free_port()
     env = _clean_environ()
+    local_files = DATA / "local-files"
+    local_files.mkdir(exist_ok=True)
     env.update({"LABEL_STUDIO_USERNAME": LabelStudio.email, "LABEL_STUDIO_PASSWORD": LabelStudio.password,
-                "DJANGO_DB": "sqlite"})
+                "DJANGO_DB": "sqlite", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(local_files)})
     log_path = DATA / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
@@ -220,6 +223,7 @@ def label_studio():
              "--data-dir", str(data_dir), "--no-demo"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
+    server.local_files = local_files
     try:
         import requests
 

@@ -142,3 +142,27 @@ def test_projects_without_ocr_config_are_left_alone(label_studio, http, page_png
     [other_task] = upload(label_studio, http, other, "page.png", page_png)
     wait_predicted(label_studio, http, other_task)  # the queue has moved past the first import
     assert task(label_studio, http, task_id)["predictions"] == []
+
+
+def test_local_storage_sync_is_preannotated(label_studio, http, page_png):
+    folder = label_studio.local_files / "scans"
+    folder.mkdir(exist_ok=True)
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(page_png)
+    project_id = create_project(label_studio, http, "ocr local storage")
+    storage = http.post(f"{label_studio.url}/api/storages/localfiles", timeout=30, json={
+        "project": project_id, "path": str(folder), "regex_filter": r".*\.png", "use_blob_urls": True,
+        "title": "scans"})
+    assert storage.status_code == 201, storage.text
+    synced = http.post(f"{label_studio.url}/api/storages/localfiles/{storage.json()['id']}/sync", timeout=60)
+    assert synced.status_code == 200, synced.text
+    tasks = wait_for(lambda: http.get(f"{label_studio.url}/api/tasks", params={"project": project_id},
+                                      timeout=30).json()["tasks"], 60, message="synced tasks")
+    assert len(tasks) == 2 and tasks[0]["data"]["image"].startswith("/data/local-files/?d=")
+    state = http.get(f"{label_studio.url}/marker-ls/api/projects/{project_id}/ocr/", timeout=30).json()
+    for item in tasks:
+        try:
+            predicted = wait_predicted(label_studio, http, item["id"])
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; OCR state {state}; server log {label_studio.log_tail()[-1500:]}") from exc
+        assert_matches_lines(predicted["predictions"][0])

@@ -23,8 +23,15 @@ _LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 def load_task_image(task: Any, image_key: str, *, max_pixels: int) -> Image.Image:
-    """The upright RGB image named by ``task.data[image_key]``."""
-    url = (task.data or {}).get(image_key)
+    """The upright RGB image named by ``task.data[image_key]``.
+
+    Storage sync with a single-input config stores the URL under Label Studio's placeholder key
+    (``settings.DATA_UNDEFINED_NAME``, "$undefined$"); its API shows it under the config's key.
+    """
+    from django.conf import settings
+
+    data = task.data or {}
+    url = data.get(image_key) or data.get(getattr(settings, "DATA_UNDEFINED_NAME", "$undefined$"))
     if not url:
         raise ImageError(f"task {task.pk} has no '{image_key}' field in its data")
     return open_image(read_task_image_bytes(task, url), max_pixels=max_pixels)
