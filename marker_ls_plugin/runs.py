@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from marker_ls_plugin.conf import get_config, queue_backend
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
+from marker_ls_plugin.processes import pid_alive
 from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for
 from marker_ls_plugin.training.config import TrainingArguments
 
@@ -134,19 +135,10 @@ def _reap_orphaned_embedded_runs(project=None) -> list[FineTuneRun]:
     reaped = []
     for run in queued:
         pid = int(run.job_id.split(":")[1])
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         message = "the server that queued this run stopped before it ran; start it again"
         if finish(run, FineTuneRun.Status.FAILED, error=message):
             reaped.append(run)
     return reaped
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

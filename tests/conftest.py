@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper mo
 from mls_helpers import CI, free_port, stop_process, wait_for  # noqa: E402
 from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
+from marker_ls_plugin.processes import pid_alive  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DATA = Path(tempfile.mkdtemp(prefix="marker-ls-tests-"))
@@ -77,7 +79,7 @@ def create_pg_test_database() -> str:
         for old in names:  # leftovers of crashed sessions and templates of older migrations
             pid = old.rsplit("_", 1)[-1]
             per_process = old.startswith(("marker_ls_test_", "marker_ls_build_"))
-            dead = per_process and pid.isdigit() and not _pid_alive(int(pid))
+            dead = per_process and pid.isdigit() and not pid_alive(int(pid))
             if dead or (old.startswith("marker_ls_tmpl_") and old != template):
                 conn.execute(f'DROP DATABASE IF EXISTS "{old}" WITH (FORCE)')
         if template not in names:
@@ -88,15 +90,6 @@ def create_pg_test_database() -> str:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     return name
 
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _configure_test_process() -> str:
