@@ -50,11 +50,21 @@ def cmd_start(args: argparse.Namespace) -> int:
         ensure_demo_project(stdout=sys.stdout)
     if args.init_only:
         return 0
+    _sweep()
     from label_studio import server
 
     sys.argv = ["label-studio", "start", "--no-browser", "--port", str(args.port), "--internal-host", args.host]
     server.main()
     return 0
+
+
+def _sweep() -> None:
+    """Queue tasks that still lack a prediction (imports while down, an embedded queue lost in a restart)."""
+    from marker_ls_plugin.preannotation import sweep
+
+    queued = sweep()
+    if queued:
+        print(f"Queued {queued} tasks still lacking a prediction from their project's model.")
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -70,6 +80,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     if not _run_checks(tags=["marker_ls"]):
         return 1
+    _sweep()
     config = get_config()
     queues = args.queues or [config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]]
     options = {"burst": args.burst, "with_scheduler": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from projects.models import Project
 from tasks.models import Prediction, Task
 
 from marker_ls_plugin.conf import get_config
-from marker_ls_plugin.models import ProjectConfig, TaskOCR
+from marker_ls_plugin.models import OCRModel, ProjectConfig, TaskOCR
 from marker_ls_plugin.ocr.labeling import OCRControls, controls_from_config
 from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
 from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for
@@ -55,12 +56,21 @@ def engine_options(engine: str, recognition_checkpoint: str | None = None) -> di
     }
 
 
+def model_checkpoint(model: OCRModel) -> str | None:
+    """A registry model's checkpoint; fine-tuned ones default to ``<MODELS_DIR>/recognition/<name>/``."""
+    if model.checkpoint:
+        return model.checkpoint
+    if model.kind == OCRModel.Kind.FINETUNED:
+        return os.path.join(get_config()["MODELS_DIR"], "recognition", model.name)
+    return None
+
+
 def model_choice(project: Project) -> ModelChoice:
     """The project's active registry model, else its (or the site's) engine with default checkpoints."""
     config = project_config(project)
     model = config.active_model
     if model is not None:
-        return ModelChoice(model.name, model.engine, engine_options(model.engine, model.checkpoint or None))
+        return ModelChoice(model.name, model.engine, engine_options(model.engine, model_checkpoint(model)))
     engine = config.engine or get_config()["ENGINE"]
     return ModelChoice(f"marker-{engine}-base", engine, engine_options(engine))
 

@@ -50,6 +50,17 @@ def test_model_choice_follows_the_active_model():
     assert choice.options["recognition_checkpoint"] == "/models/recognition/line-ft-1"
 
 
+def test_fine_tuned_models_default_to_the_models_directory():
+    from django.conf import settings as django_settings
+
+    from marker_ls_plugin.preannotation import model_checkpoint
+
+    model = OCRModel(name="ft-7", engine="surya", kind="finetuned")
+    with override_settings(MARKER_LS={**django_settings.MARKER_LS, "MODELS_DIR": "/srv/models"}):
+        assert model_checkpoint(model) == "/srv/models/recognition/ft-7"
+    assert model_checkpoint(OCRModel(name="base", engine="surya", kind="base")) is None
+
+
 def test_only_ocr_shaped_projects_preannotate():
     assert should_preannotate(ocr_project("ocr shaped"))
     assert not should_preannotate(make_project("default config"))

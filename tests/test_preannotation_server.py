@@ -58,6 +58,10 @@ def transcriptions(prediction):
 
 
 def assert_matches_lines(prediction):
+    from label_studio_sdk.label_interface import LabelInterface
+
+    errors = LabelInterface(OCR_PRESET_CONFIG).validate_prediction(prediction, return_errors=True)
+    assert errors == [], errors  # valid for the project's config, by Label Studio's own validator
     texts = transcriptions(prediction)
     assert len(texts) == len(LINES)
     assert jiwer.cer(" ".join(LINES), " ".join(texts)) < 0.02, texts
