@@ -208,7 +208,8 @@ def label_studio():
     local_files.mkdir(exist_ok=True)
     env.update({"LABEL_STUDIO_USERNAME": LabelStudio.email, "LABEL_STUDIO_PASSWORD": LabelStudio.password,
                 "DJANGO_DB": "sqlite", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(local_files)})
+                "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(local_files),
+                "MARKER_LS_ML_BACKEND_BASIC_AUTH": "ml-user:ml-secret"})
     log_path = DATA / "server.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(

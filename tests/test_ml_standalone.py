@@ -31,6 +31,7 @@ def uploaded(label_studio):
     task = http.get(f"{label_studio.url}/api/tasks/{task_id}", timeout=30).json()
     token = http.get(f"{label_studio.url}/api/current-user/token", timeout=30).json()["token"]
     return {"task": {"id": task_id, "data": task["data"]}, "token": token, "polygons": polygons,
+            "project": project["id"],
             "size": image.size}
 
 
@@ -98,6 +99,21 @@ def test_interactive_region_and_bad_input(backend, uploaded):
     assert not_ocr.status_code == 400 and "Image" in not_ocr.json()["detail"]
 
 
-def test_in_process_http_endpoints_are_refused_without_credentials(label_studio):
-    response = requests.get(f"{label_studio.url}/marker-ls/ml/health", timeout=10)
-    assert response.status_code == 403 and "ML_BACKEND_BASIC_AUTH" in response.json()["detail"]
+def test_the_servers_own_http_endpoints_serve_the_protocol_behind_basic_auth(label_studio, uploaded):
+    base = f"{label_studio.url}/marker-ls/ml"
+    assert requests.get(f"{base}/health", timeout=10).status_code == 401
+    assert requests.get(f"{base}/health", timeout=10, auth=("ml-user", "wrong")).status_code == 401
+    auth = ("ml-user", "ml-secret")
+    assert requests.get(f"{base}/health", timeout=10, auth=auth).json()["status"] == "UP"
+    project = f"{uploaded['project']}.0"
+    assert requests.post(f"{base}/setup", timeout=10, auth=auth, json={"project": project}).json() == {
+        "model_version": "marker-rapidocr-base"}
+    response = requests.post(f"{base}/predict", timeout=120, auth=auth, json={
+        "tasks": [uploaded["task"]], "label_config": OCR_PRESET_CONFIG, "project": project, "params": {}})
+    assert response.status_code == 200, response.text
+    [prediction] = response.json()["results"]
+    assert [i["value"]["text"][0] for i in prediction["result"] if i["type"] == "textarea"] == LINES
+    other = requests.post(f"{base}/predict", timeout=60, auth=auth, json={
+        "tasks": [{"id": uploaded["task"]["id"], "data": {}}], "label_config": OCR_PRESET_CONFIG,
+        "project": "999999.0", "params": {}})
+    assert other.status_code == 404  # a task is only read through its own project
