@@ -45,6 +45,7 @@ setup(
             "pytest-timeout",
             "rapidfuzz",
             "jiwer>=3",
+            "datasets",
             "playwright>=1.50,<2",
             "ruff",
         ],

@@ -160,8 +160,10 @@ def start_worker(redis_url, tmp_path):
     procs = []
 
     def start(*extra_args: str) -> subprocess.Popen:
+        # The training queue only: other tests' OCR projects must not put pre-annotation work in front.
         log = open(tmp_path / f"worker-{len(procs)}.log", "w")
-        proc = subprocess.Popen([PYTHON, "-m", "marker_ls_plugin.cli", "worker", *extra_args], env=dict(os.environ),
+        command = [PYTHON, "-m", "marker_ls_plugin.cli", "worker", "marker_ls_training", *extra_args]
+        proc = subprocess.Popen(command, env=dict(os.environ),
                                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         proc.log_path = log.name
         procs.append(proc)
