@@ -19,6 +19,9 @@ def task_created(sender, instance: Task, created: bool, **kwargs) -> None:
 @receiver(post_save, sender=Project, dispatch_uid="marker_ls_project_saved")
 def project_saved(sender, instance: Project, created: bool, **kwargs) -> None:
     """OCR-shaped projects get the in-process "Marker OCR" backend in their Model tab."""
+    update_fields = kwargs.get("update_fields")
+    if not created and update_fields is not None and "label_config" not in update_fields:
+        return  # counters and the like: Label Studio saves projects often, the config rarely
     from marker_ls_plugin.preannotation import connect_ml_backend
 
     connect_ml_backend(instance)
