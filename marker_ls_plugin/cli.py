@@ -165,7 +165,7 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     """Serve the ML backend protocol as a separate service (no database)."""
     import logging
 
-    from marker_ls_plugin.ml_backend import Predictor
+    from marker_ls_plugin.ml_backend import Predictor, base_version
     from marker_ls_plugin.standalone import Service, newest_model, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -179,7 +179,7 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     if args.engine == "surya":
         options = {"recognition_checkpoint": checkpoint, "detection_checkpoint": args.detection_checkpoint,
                    "device": args.device}
-    predictor = Predictor(version or f"marker-{args.engine}-base", args.engine,
+    predictor = Predictor(version or base_version(args.engine), args.engine,
                           {k: v for k, v in options.items() if v})
     service = Service(predictor, args.label_studio_url, args.api_key, basic_auth=args.basic_auth,
                       allow_external_urls=args.allow_external_urls)

@@ -7,6 +7,8 @@ callable, so each caller reads them its own way (ORM and storages, or HTTP with 
 
 from __future__ import annotations
 
+import base64
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +41,17 @@ class Predictor:
         from marker_ls_plugin.ocr.engines import get_engine
 
         return get_engine(self.engine, **self.options)
+
+
+def base_version(engine: str) -> str:
+    """The model_version of an engine with its default checkpoints."""
+    return f"marker-{engine}-base"
+
+
+def basic_auth_matches(authorization: str | None, credentials: str) -> bool:
+    """Whether an HTTP ``Authorization`` header carries ``credentials`` ("user:password")."""
+    expected = "Basic " + base64.b64encode(credentials.encode()).decode()
+    return hmac.compare_digest(authorization or "", expected)
 
 
 def health() -> dict:

@@ -7,8 +7,6 @@ in-process). These endpoints serve other Label Studio instances and tools, behin
 
 from __future__ import annotations
 
-import base64
-import hmac
 import json
 
 from django.http import JsonResponse
@@ -27,8 +25,7 @@ def _authorized(request) -> JsonResponse | None:
     if not credentials:
         return JsonResponse({"detail": "the HTTP ML backend is off: set MARKER_LS_ML_BACKEND_BASIC_AUTH=user:password "
                                        "(Label Studio's own connector does not need it)"}, status=403)
-    expected = "Basic " + base64.b64encode(credentials.encode()).decode()
-    if not hmac.compare_digest(request.META.get("HTTP_AUTHORIZATION", ""), expected):
+    if not ml_backend.basic_auth_matches(request.META.get("HTTP_AUTHORIZATION"), credentials):
         response = JsonResponse({"detail": "basic authentication required"}, status=401)
         response["WWW-Authenticate"] = 'Basic realm="marker-ls"'
         return response

@@ -13,6 +13,7 @@ from projects.models import Project
 from tasks.models import Prediction, Task
 
 from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.ml_backend import base_version
 from marker_ls_plugin.models import OCRModel, ProjectConfig, TaskOCR
 from marker_ls_plugin.ocr.labeling import OCRControls, controls_from_config
 from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
@@ -72,7 +73,7 @@ def model_choice(project: Project) -> ModelChoice:
     if model is not None:
         return ModelChoice(model.name, model.engine, engine_options(model.engine, model_checkpoint(model)))
     engine = config.engine or get_config()["ENGINE"]
-    return ModelChoice(f"marker-{engine}-base", engine, engine_options(engine))
+    return ModelChoice(base_version(engine), engine, engine_options(engine))
 
 
 ML_BACKEND_TITLE = "Marker OCR"

@@ -7,8 +7,6 @@ under ``<models dir>/recognition/``, as the guide describes for fine-tuned model
 
 from __future__ import annotations
 
-import base64
-import hmac
 import json
 import logging
 import threading
@@ -97,8 +95,7 @@ class Service:
     def authorized(self, environ: dict) -> bool:
         if not self.basic_auth:
             return True
-        expected = "Basic " + base64.b64encode(self.basic_auth.encode()).decode()
-        return hmac.compare_digest(environ.get("HTTP_AUTHORIZATION", ""), expected)
+        return ml_backend.basic_auth_matches(environ.get("HTTP_AUTHORIZATION"), self.basic_auth)
 
     def __call__(self, environ: dict, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
