@@ -119,12 +119,12 @@ class FineTuneRunAdmin(admin.ModelAdmin):
 class ProjectConfigInline(admin.StackedInline):
     model = ProjectConfig
     can_delete = False
-    fields = ("active_model",)
+    fields = ("active_model", "preannotate", "retrain_every")
 
 
 @admin.register(OCRProject)
 class OCRProjectAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "organization", "tasks", "active_model", "last_run", "created_at")
+    list_display = ("id", "title", "organization", "tasks", "active_model", "retrain_every", "last_run", "created_at")
     search_fields = ("title", "description")
     list_filter = ("created_at",)
     fields = ("title",)
@@ -149,6 +149,24 @@ class OCRProjectAdmin(admin.ModelAdmin):
     def active_model(self, obj):
         config = getattr(obj, "marker_ls_config", None)
         return config.active_model if config and config.active_model else "-"
+
+    @admin.display(description="retrain every")
+    def retrain_every(self, obj):
+        config = getattr(obj, "marker_ls_config", None)
+        return f"{config.retrain_every} annotations" if config and config.retrain_every else "-"
+
+    def save_formset(self, request, form, formset, change):
+        # A new active model goes through runs.activate_model (which also queues its predictions), so
+        # the inline saves the other fields and leaves active_model as it was.
+        wanted = {}
+        for inline in formset.forms:
+            if formset.model is ProjectConfig and "active_model" in inline.changed_data:
+                wanted[inline] = inline.cleaned_data["active_model"]
+                inline.instance.active_model_id = inline.initial.get("active_model")
+        super().save_formset(request, form, formset, change)
+        for inline, model in wanted.items():
+            runs.activate_model(inline.instance.project, model)
+            self.message_user(request, f"{inline.instance.project.title}: active model is now {model or 'none'}.")
 
     @admin.display(description="last run")
     def last_run(self, obj):

@@ -80,6 +80,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         return 2
     if not _run_checks(tags=["marker_ls"]):
         return 1
+    _scan_models(None)
     config = get_config()
     queues = args.queues or [config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]]
     if config["INFERENCE_QUEUE"] in queues:
@@ -88,6 +89,41 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.name:
         options["name"] = args.name
     call_command("rqworker", *queues, **options)
+    return 0
+
+
+def _scan_models(models_dir: str | None) -> bool:
+    """Register checkpoint directories under <models dir>/recognition/; print a line each; False if any is broken."""
+    from marker_ls_plugin.registry import scan_models_dir
+
+    report = scan_models_dir(models_dir)
+    for entry in report.entries:
+        print(f"models: {entry.line()}", file=sys.stderr if entry.status == "broken" else sys.stdout)
+    print(f"models: {report.summary()}")
+    return not report.broken
+
+
+def cmd_models_scan(args: argparse.Namespace) -> int:
+    """Register hand-placed checkpoint directories; exit 1 when one is broken."""
+    _setup_django()
+    return 0 if _scan_models(args.models_dir) else 1
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    """Print the registry: one model a line."""
+    _setup_django()
+    from django.db.models import Count
+
+    from marker_ls_plugin.models import OCRModel
+
+    models = OCRModel.objects.annotate(projects=Count("active_in")).order_by("pk")
+    for model in models:
+        cer = (model.metrics or {}).get("cer")
+        cer = f"{cer:.2%}" if isinstance(cer, (int, float)) else "-"
+        print(f"{model.pk:>4}  {model.name:<30} {model.kind:<9} {model.engine:<8} CER {cer:<7} "
+              f"active in {model.projects}  {model.checkpoint or '(engine default)'}")
+    if not models:
+        print("No models registered; run `marker-ls models scan` after placing checkpoints.")
     return 0
 
 
@@ -246,6 +282,25 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--title", required=True, help="project title (3 characters or more)")
     create.add_argument("--owner", help="owner's e-mail (default: the first superuser)")
     create.set_defaults(func=cmd_project_create)
+
+    models = commands.add_parser("models", help="the OCR model registry",
+                                 description="List registered OCR models, or register checkpoints placed by hand.")
+    models_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    scan = models_commands.add_parser(
+        "scan", help="register checkpoint directories placed in <models dir>/recognition/",
+        description="Validate every directory under <models dir>/recognition/ as a surya recognition checkpoint "
+                    "(config.json with model_type surya-multimodal-foundation, *.safetensors or pytorch_model.bin, "
+                    "the tokenizer files vocab_math.json, specials.json and specials_dict.json; weights are not "
+                    "loaded) and register the new ones. A marker_ls_model.json written by a fine-tune run makes it "
+                    "a fine-tuned model. Broken directories are reported and not registered (exit 1). Hidden "
+                    "directories are skipped. `marker-ls worker` scans at start too.",
+    )
+    scan.add_argument("--models-dir", help="models directory (default: MARKER_LS_MODELS_DIR)")
+    scan.set_defaults(func=cmd_models_scan)
+    listing = models_commands.add_parser("list", help="print the registered models",
+                                         description="Print every registered model: id, name, kind, engine, CER, "
+                                                     "how many projects it is active in, and its checkpoint.")
+    listing.set_defaults(func=cmd_models_list)
 
     preannotate = commands.add_parser(
         "preannotate", help="queue OCR for tasks still lacking a prediction from the current model",

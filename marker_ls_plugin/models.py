@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from projects.models import Project
@@ -37,6 +38,9 @@ class OCRModel(models.Model):
         help_text="The fine-tune run that produced this model.",
     )
     metrics = models.JSONField(default=dict, blank=True)
+    dataset_sha256 = models.CharField(
+        max_length=64, blank=True, help_text="Content hash of the dataset a fine-tuned model was trained on."
+    )
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -66,6 +70,10 @@ class ProjectConfig(models.Model):
         help_text="The model that pre-annotates this project.",
     )
     preannotate = models.BooleanField(default=True, help_text="Pre-annotate imported tasks with OCR.")
+    retrain_every = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)],
+        help_text="Start a fine-tune run every N new annotations; empty: never.",
+    )
     engine = models.CharField(
         max_length=20, blank=True, choices=OCRModel.Engine.choices,
         help_text="Engine when no model is active; blank: MARKER_LS['ENGINE'].",

@@ -26,6 +26,70 @@ def active_model_for(project) -> OCRModel | None:
     return config.active_model if config else None
 
 
+def activate_model(project, model: OCRModel | None) -> ProjectConfig:
+    """Make ``model`` the one that pre-annotates ``project`` (None: back to the engine's default).
+
+    The API, the admin and the training job all activate through here. Tasks still lacking a
+    prediction from the new model are queued once the change commits.
+    """
+    from marker_ls_plugin.preannotation import sweep
+
+    config, _ = ProjectConfig.objects.get_or_create(project=project)
+    if config.active_model_id != (model.pk if model else None):
+        config.active_model = model
+        config.save(update_fields=["active_model", "updated_at"])
+        logger.info("project %s: active model is now %s", project.pk, model or "the engine default")
+        transaction.on_commit(lambda: sweep(project), robust=True)
+    return config
+
+
+def on_annotation_created(project_id: int) -> None:
+    """Check the project's retrain threshold once the new annotation is committed.
+
+    Called from Label Studio's annotation save: whatever happens here is logged, never raised.
+    """
+    try:
+        transaction.on_commit(lambda: check_retrain_threshold(project_id), robust=True)
+    except Exception:
+        logger.exception("project %s: could not schedule the retrain threshold check", project_id)
+
+
+def check_retrain_threshold(project_id: int) -> FineTuneRun | None:
+    """Start an automatic run when ``retrain_every`` annotations arrived since the last run; never raises."""
+    try:
+        return _check_retrain_threshold(project_id)
+    except Exception:
+        logger.exception("project %s: the retrain threshold check failed", project_id)
+        return None
+
+
+def _check_retrain_threshold(project_id: int) -> FineTuneRun | None:
+    from tasks.models import Annotation
+
+    # A primary-key lookup, not a process cache: the setting changes in other processes (API, admin).
+    every = ProjectConfig.objects.filter(pk=project_id).values_list("retrain_every", flat=True).first()
+    if not every:
+        return None
+    annotations = Annotation.objects.filter(project_id=project_id, was_cancelled=False)
+    last_run = FineTuneRun.objects.filter(project_id=project_id).order_by("-created_at").first()
+    if last_run is not None:
+        annotations = annotations.filter(created_at__gt=last_run.created_at)
+    if annotations.count() < every:
+        return None
+    run, created = start_run(last_run.project if last_run else _project(project_id), trigger=FineTuneRun.Trigger.AUTO)
+    if created:
+        logger.info("project %s: %s new annotations, started automatic run %s", project_id, every, run.pk)
+        return run
+    logger.info("project %s: retrain threshold reached but run %s is still %s", project_id, run.pk, run.status)
+    return None
+
+
+def _project(project_id: int):
+    from projects.models import Project
+
+    return Project.objects.get(pk=project_id)
+
+
 def start_run(
     project,
     *,

@@ -9,7 +9,7 @@ class OCRModelSerializer(serializers.ModelSerializer):
     class Meta:
         model = OCRModel
         fields = ("id", "name", "engine", "checkpoint", "kind", "parent", "produced_by_run", "metrics",
-                  "created_at")
+                  "dataset_sha256", "created_at")
 
 
 class FineTuneRunSerializer(serializers.ModelSerializer):
@@ -31,3 +31,18 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
 class StartRunSerializer(serializers.Serializer):
     config = serializers.DictField(required=False, default=dict)
     base_model = serializers.PrimaryKeyRelatedField(queryset=OCRModel.objects.all(), required=False, allow_null=True)
+
+
+class ProjectOCRSettingsSerializer(serializers.Serializer):
+    """PATCH body of a project's OCR settings; every field is optional, unknown ones are refused."""
+
+    active_model = serializers.PrimaryKeyRelatedField(queryset=OCRModel.objects.all(), required=False,
+                                                      allow_null=True)
+    preannotate = serializers.BooleanField(required=False)
+    retrain_every = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+
+    def validate(self, attrs):
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return attrs

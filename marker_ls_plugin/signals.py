@@ -1,11 +1,11 @@
-"""Signal receivers: new tasks saved one by one, and projects that become OCR projects."""
+"""Signal receivers: new tasks saved one by one, projects that become OCR projects, new annotations."""
 
 from __future__ import annotations
 
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from projects.models import Project
-from tasks.models import Task
+from tasks.models import Annotation, Task
 
 
 @receiver(post_save, sender=Task, dispatch_uid="marker_ls_task_created")
@@ -25,3 +25,12 @@ def project_saved(sender, instance: Project, created: bool, **kwargs) -> None:
     from marker_ls_plugin.preannotation import connect_ml_backend
 
     connect_ml_backend(instance)
+
+
+@receiver(post_save, sender=Annotation, dispatch_uid="marker_ls_annotation_created")
+def annotation_created(sender, instance: Annotation, created: bool, **kwargs) -> None:
+    """A submitted (not skipped) annotation counts towards the project's retrain threshold."""
+    if created and not instance.was_cancelled and instance.project_id:
+        from marker_ls_plugin.runs import on_annotation_created
+
+        on_annotation_created(instance.project_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -16,8 +17,8 @@ from rest_framework.views import APIView
 
 from marker_ls_plugin import runs
 from marker_ls_plugin.conf import queue_backend
-from marker_ls_plugin.models import FineTuneRun, OCRModel
-from marker_ls_plugin.serializers import FineTuneRunSerializer, StartRunSerializer
+from marker_ls_plugin.models import FineTuneRun, OCRModel, TaskOCR
+from marker_ls_plugin.serializers import FineTuneRunSerializer, ProjectOCRSettingsSerializer, StartRunSerializer
 
 
 def get_project(user, pk: int) -> Project:
@@ -119,22 +120,47 @@ class ProjectRunsAPI(APIView):
 
 
 class ProjectOCRAPI(APIView):
-    """GET: the project's pre-annotation state: model, engine error, and tasks whose OCR failed."""
+    """GET: the project's OCR settings and pre-annotation state (model, engine error, failed tasks).
+
+    PATCH: change ``active_model`` (a registry model id, or null for the engine default),
+    ``preannotate`` or ``retrain_every`` (start a run every N new annotations; null: never).
+    """
 
     permission_classes = [IsAuthenticated]
 
     def get(self, request, project_pk: int):
-        from marker_ls_plugin.models import TaskOCR
-        from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
+        return Response(self.state(get_project(request.user, project_pk)))
+
+    def patch(self, request, project_pk: int):
+        from marker_ls_plugin.preannotation import project_config
 
         project = get_project(request.user, project_pk)
+        payload = ProjectOCRSettingsSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        changes = dict(payload.validated_data)
+        with transaction.atomic():
+            if "active_model" in changes:
+                runs.activate_model(project, changes.pop("active_model"))
+            if changes:
+                config = project_config(project)
+                for name, value in changes.items():
+                    setattr(config, name, value)
+                config.save(update_fields=[*changes, "updated_at"])
+        return Response(self.state(project))
+
+    @staticmethod
+    def state(project) -> dict:
+        from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
+
         config = project_config(project)
         choice = model_choice(project)
         statuses = TaskOCR.objects.filter(task__project=project)
-        return Response({
+        return {
             "project": project.pk,
             "ocr_project": project_controls(project) is not None,
             "preannotate": config.preannotate,
+            "active_model": config.active_model_id,
+            "retrain_every": config.retrain_every,
             "engine": choice.engine,
             "model_version": choice.version,
             "engine_error": config.engine_error,
@@ -143,7 +169,7 @@ class ProjectOCRAPI(APIView):
                 {"task": item.task_id, "error": item.error, "model_version": item.model_version}
                 for item in statuses.filter(status=TaskOCR.Status.ERROR).order_by("task_id")[:500]
             ],
-        })
+        }
 
 
 class RunAPI(APIView):

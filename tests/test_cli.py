@@ -16,7 +16,7 @@ from mls_helpers import clean_environ as _clean_environ
 
 from marker_ls_plugin.cli import build_parser
 
-SUBCOMMANDS = {"start", "worker", "check", "reap", "project", "preannotate", "ml-backend", "export"}
+SUBCOMMANDS = {"start", "worker", "check", "reap", "project", "preannotate", "ml-backend", "export", "models"}
 
 
 def marker_ls(*args, env=None, timeout=120):

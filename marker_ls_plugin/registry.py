@@ -1,0 +1,249 @@
+"""The registry's disk side: recognition checkpoints under ``<MODELS_DIR>/recognition/``.
+
+Directories are validated without loading weights (file names, ``config.json`` and the safetensors
+headers), so a scan is cheap enough to run at every worker start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.models import FineTuneRun, OCRModel
+
+logger = logging.getLogger(__name__)
+
+RECOGNITION_MODEL_TYPE = "surya-multimodal-foundation"  # surya-ocr 0.17.1's recognition (foundation) model
+TOKENIZER_FILES = ("vocab_math.json", "specials.json", "specials_dict.json")
+METADATA_FILE = "marker_ls_model.json"  # written by the training job next to the weights
+METADATA_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "parent": (str, type(None)), "run": (int, type(None)), "dataset_sha256": (str,),
+    "metrics": (dict,), "description": (str,),
+}
+
+
+class InvalidCheckpoint(ValueError):
+    """A directory that is not a usable surya recognition checkpoint; the message says why."""
+
+
+@dataclass
+class ScanEntry:
+    path: Path
+    status: str  # "registered", "known" or "broken"
+    model: OCRModel | None = None
+    reason: str = ""
+
+    def line(self) -> str:
+        if self.status == "broken":
+            return f"broken      {self.path}: {self.reason}"
+        label = "registered" if self.status == "registered" else "known"
+        return f"{label:<11} {self.model.name} ({self.path})"
+
+
+@dataclass
+class ScanReport:
+    directory: Path
+    entries: list[ScanEntry] = field(default_factory=list)
+
+    def _with(self, status: str) -> list[ScanEntry]:
+        return [entry for entry in self.entries if entry.status == status]
+
+    @property
+    def registered(self) -> list[ScanEntry]:
+        return self._with("registered")
+
+    @property
+    def known(self) -> list[ScanEntry]:
+        return self._with("known")
+
+    @property
+    def broken(self) -> list[ScanEntry]:
+        return self._with("broken")
+
+    def summary(self) -> str:
+        return (f"{self.directory}: {len(self.registered)} registered, {len(self.known)} already known, "
+                f"{len(self.broken)} broken")
+
+
+def recognition_dir(models_dir: str | os.PathLike | None = None) -> Path:
+    return Path(models_dir or get_config()["MODELS_DIR"]) / "recognition"
+
+
+# Validation (no database)
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """What keeps ``path`` from being a surya recognition checkpoint; empty when nothing does."""
+    problems = _config_problems(path / "config.json")
+    problems += _weights_problems(path)
+    missing = [name for name in TOKENIZER_FILES if not (path / name).is_file()]
+    if missing:
+        problems.append(f"tokenizer file(s) missing: {', '.join(missing)}")
+    return problems
+
+
+def _config_problems(config_path: Path) -> list[str]:
+    if not config_path.is_file():
+        return ["config.json is missing"]
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return [f"config.json is not readable JSON: {exc}"]
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != RECOGNITION_MODEL_TYPE:
+        return [f"config.json has model_type {model_type!r}, not {RECOGNITION_MODEL_TYPE!r} "
+                "(not a surya recognition checkpoint)"]
+    return []
+
+
+def _weights_problems(path: Path) -> list[str]:
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards and not (path / "pytorch_model.bin").is_file():
+        return ["no weights: neither *.safetensors nor pytorch_model.bin"]
+    problems = [f"{shard.name} is unreadable: {reason}" for shard in shards if (reason := _safetensors_problem(shard))]
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            names = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            return [*problems, f"{index.name} is not a safetensors index: {exc}"]
+        missing = sorted(name for name in names if not (path / name).is_file())
+        if missing:
+            problems.append(f"shard(s) listed in {index.name} missing: {', '.join(missing)}")
+    return problems
+
+
+def _safetensors_problem(shard: Path) -> str:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(shard), framework="numpy") as handle:  # reads the header only; numpy: no torch
+            if not list(handle.keys()):
+                return "it holds no tensors"
+    except (SafetensorError, OSError) as exc:
+        return str(exc)
+    return ""
+
+
+def read_metadata(path: Path) -> dict[str, Any] | None:
+    """The training job's ``marker_ls_model.json``; None when absent; InvalidCheckpoint when malformed."""
+    metadata_path = path / METADATA_FILE
+    if not metadata_path.is_file():
+        return None
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCheckpoint(f"{METADATA_FILE} is not readable JSON: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise InvalidCheckpoint(f"{METADATA_FILE} must hold a JSON object")
+    for key, types in METADATA_TYPES.items():
+        value = metadata.get(key)
+        if key in metadata and (not isinstance(value, types) or isinstance(value, bool)):  # JSON true is no run id
+            raise InvalidCheckpoint(f"{METADATA_FILE}: {key!r} has the wrong type ({type(value).__name__})")
+    if len(metadata.get("dataset_sha256", "")) > 64:
+        raise InvalidCheckpoint(f"{METADATA_FILE}: 'dataset_sha256' is longer than 64 characters")
+    return metadata
+
+
+# Registration
+
+
+def scan_models_dir(models_dir: str | os.PathLike | None = None) -> ScanReport:
+    """Register every valid checkpoint directory under ``<models_dir>/recognition/`` not yet registered.
+
+    Hidden directories are skipped: the training job writes ``.tmp-*`` there before renaming.
+    """
+    report = ScanReport(recognition_dir(models_dir))
+    if not report.directory.is_dir():
+        return report
+    for path in sorted(report.directory.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        try:
+            model, created = register_model_dir(path)
+        except InvalidCheckpoint as exc:
+            logger.warning("model directory %s is broken: %s", path, exc)
+            report.entries.append(ScanEntry(path, "broken", reason=str(exc)))
+            continue
+        report.entries.append(ScanEntry(path, "registered" if created else "known", model))
+    return report
+
+
+def register_model_dir(path: str | os.PathLike, *, created_by=None) -> tuple[OCRModel, bool]:
+    """The registry row of checkpoint directory ``path``, created when there is none: ``(model, created)``.
+
+    Raises InvalidCheckpoint (nothing is written) when the directory is not a recognition checkpoint.
+    """
+    path = Path(os.path.abspath(path))
+    problems = checkpoint_problems(path)
+    if problems:
+        raise InvalidCheckpoint("; ".join(problems))
+    metadata = read_metadata(path)
+    for _attempt in range(5):
+        existing = find_registered(path, metadata)
+        if existing:
+            return existing, False
+        try:
+            with transaction.atomic():
+                model = OCRModel.objects.create(created_by=created_by, **_model_fields(path, metadata))
+        except IntegrityError:  # a concurrent scan or the training job registered it, or took the name
+            continue
+        logger.info("registered model %s from %s", model.name, path)
+        return model, True
+    raise InvalidCheckpoint("could not register it: its name kept being taken")
+
+
+def find_registered(path: Path, metadata: dict[str, Any] | None = None) -> OCRModel | None:
+    """The model already registered for ``path`` (same directory, or the run that produced it)."""
+    from marker_ls_plugin.preannotation import model_checkpoint
+
+    run_id = (metadata or {}).get("run")
+    if run_id is not None:
+        model = OCRModel.objects.filter(produced_by_run_id=run_id).first()
+        if model:
+            return model
+    target = os.path.realpath(path)
+    for model in OCRModel.objects.filter(engine=OCRModel.Engine.SURYA).order_by("pk"):
+        checkpoint = model_checkpoint(model)
+        if checkpoint and os.path.isabs(checkpoint) and os.path.realpath(checkpoint) == target:
+            return model
+    return None
+
+
+def _model_fields(path: Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "engine": OCRModel.Engine.SURYA, "checkpoint": str(path), "kind": OCRModel.Kind.BASE,
+        "name": unique_name(path.name),
+    }
+    if metadata is None:
+        return fields
+    run_id = metadata.get("run")
+    fields.update(
+        kind=OCRModel.Kind.FINETUNED,
+        name=unique_name(metadata.get("name") or path.name),
+        parent=OCRModel.objects.filter(name=metadata["parent"]).first() if metadata.get("parent") else None,
+        produced_by_run=FineTuneRun.objects.filter(pk=run_id).first() if run_id is not None else None,
+        dataset_sha256=metadata.get("dataset_sha256", ""),
+        metrics=metadata.get("metrics", {}),
+        description=metadata.get("description", ""),
+    )
+    return fields
+
+
+def unique_name(wanted: str) -> str:
+    """A registry name from ``wanted``: slugified, with ``-2``, ``-3``... when already taken."""
+    base = slugify(wanted)[:90].strip("-_") or "model"
+    taken = set(OCRModel.objects.filter(name__startswith=base).values_list("name", flat=True))
+    name, number = base, 1
+    while name in taken:
+        number += 1
+        name = f"{base}-{number}"
+    return name
