@@ -46,6 +46,10 @@ DEFAULTS: dict[str, Any] = {
     "ML_BACKEND_BASIC_AUTH": None,
     # Larger images are refused (decompression bombs); PIL's own default limit.
     "MAX_IMAGE_PIXELS": 89_478_485,
+    # Activate a fine-tuned model for its project when it beats the model it started from.
+    "AUTO_ACTIVATE": True,
+    # ... by at least this much validation CER (absolute: 0.005 = half a point). Else the user activates it.
+    "ACTIVATION_MARGIN": 0.005,
 }
 
 

@@ -103,7 +103,7 @@ class InProcessMLApi:
         from marker_ls_plugin import runs
         from marker_ls_plugin.models import FineTuneRun
 
-        run, _ = runs.start_run(project, trigger=FineTuneRun.Trigger.BUTTON)
+        run, _ = runs.start_run(project, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
         return self._result({"job": str(run.pk)})
 
 

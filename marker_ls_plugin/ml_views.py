@@ -52,7 +52,7 @@ def _event(payload: dict) -> dict:
     if project is None:
         return {"status": "ignored", "detail": "no such project"}
     if action == "START_TRAINING":
-        run, created = runs.start_run(project, trigger=FineTuneRun.Trigger.BUTTON)
+        run, created = runs.start_run(project, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
         return {"status": "ok", "job": str(run.pk), "created": created}
     if action == "TASKS_CREATED":
         ids = [task["id"] for task in payload.get("tasks") or [] if isinstance(task, dict) and "id" in task]

@@ -128,6 +128,7 @@ class FineTuneRun(models.Model):
         BUTTON = "button", "Retrain button"
         API = "api", "API"
         AUTO = "auto", "Automatic threshold"
+        LABEL_STUDIO = "label_studio", "Label Studio's Start Training"
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="marker_ls_runs")
     base_model = models.ForeignKey(

@@ -15,11 +15,14 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("runs/<int:pk>/", views.run_detail, name="run-detail"),
     path("runs/<int:pk>/cancel/", views.run_cancel_page, name="run-cancel"),
+    path("runs/<int:pk>/retry/", views.run_retry_page, name="run-retry"),
+    path("runs/<int:pk>/activate/", views.run_activate_page, name="run-activate"),
     path("projects/<int:project_pk>/runs/start/", views.run_start_page, name="run-start"),
     path("api/projects/<int:project_pk>/runs/", views.ProjectRunsAPI.as_view(), name="api-project-runs"),
     path("api/projects/<int:project_pk>/ocr/", views.ProjectOCRAPI.as_view(), name="api-project-ocr"),
     path("api/runs/<int:pk>/", views.RunAPI.as_view(), name="api-run"),
     path("api/runs/<int:pk>/cancel/", views.RunCancelAPI.as_view(), name="api-run-cancel"),
+    path("api/runs/<int:pk>/retry/", views.RunRetryAPI.as_view(), name="api-run-retry"),
     # Label Studio's ML backend protocol over HTTP, for callers outside this process (Basic auth).
     re_path(r"^ml/(?P<route>health|setup|predict|webhook|train)/?$", ml_views.protocol, name="ml-protocol"),
     # Label Studio serves /static/ from its own build folder only; the plugin serves its files here.

@@ -187,6 +187,12 @@ def register_model_dir(path: str | os.PathLike, *, created_by=None) -> tuple[OCR
     if problems:
         raise InvalidCheckpoint("; ".join(problems))
     metadata = read_metadata(path)
+    run_id = (metadata or {}).get("run")
+    if run_id is not None:
+        status = FineTuneRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        if status in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED):
+            raise InvalidCheckpoint(f"written by run {run_id}, which {status} before registering it; delete the "
+                                    f"directory, or remove its marker_ls_model.json to register it as a base model")
     for _attempt in range(5):
         existing = find_registered(path, metadata)
         if existing:

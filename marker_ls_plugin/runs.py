@@ -131,6 +131,14 @@ def start_run(
     return run, True
 
 
+def retry_run(run: FineTuneRun, *, started_by=None) -> tuple[FineTuneRun, bool]:
+    """Start a new run like ``run`` (same project, base model and configuration) once it failed or was cancelled."""
+    if run.status not in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED):
+        raise ValueError(f"run {run.pk} is {run.status}; only failed or cancelled runs can be retried")
+    return start_run(run.project, started_by=started_by or run.started_by, trigger=run.trigger, config=run.config,
+                     base_model=run.base_model)
+
+
 def _active_run(project) -> FineTuneRun | None:
     return FineTuneRun.objects.filter(project=project, status__in=FineTuneRun.ACTIVE_STATUSES).first()
 

@@ -51,6 +51,8 @@ def _env_value(key, default):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
         return int(raw)
+    if isinstance(default, float):
+        return float(raw)
     return raw or None
 
 

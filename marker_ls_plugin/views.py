@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import Http404
+from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from projects.api import TemplateListAPI
@@ -60,7 +60,32 @@ def dashboard(request):
 def run_detail(request, pk: int):
     runs.reap_stale_runs()
     run = get_run(request.user, pk)
-    return render(request, "marker_ls_plugin/run_detail.html", {"run": run})
+    model = OCRModel.objects.filter(produced_by_run=run).first()
+    context = {"run": run, "model": model, "result": _result_rows(model) if model else None,
+               "is_active_model": model is not None and runs.active_model_for(run.project) == model,
+               "retryable": run.status in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED)}
+    return render(request, "marker_ls_plugin/run_detail.html", context)
+
+
+def _result_rows(model: OCRModel) -> dict:
+    """Before/after validation metrics of a fine-tuned model, overall and per label, for the run page."""
+    before, after = model.metrics.get("before") or {}, model.metrics.get("after") or {}
+
+    def row(label: str, old: dict, new: dict) -> dict:
+        return {"label": label, "lines": new.get("lines"), "cer_before": old.get("cer"), "cer_after": new.get("cer"),
+                "wer_before": old.get("wer"), "wer_after": new.get("wer"), "exact_before": old.get("exact"),
+                "exact_after": new.get("exact")}
+
+    labels = sorted(set(before.get("per_label") or {}) | set(after.get("per_label") or {}))
+    return {
+        "rows": [row("All lines", before, after)] + [
+            row(label, before["per_label"].get(label, {}), after["per_label"].get(label, {})) for label in labels
+        ],
+        "worst": model.metrics.get("worst_lines") or [],
+        "base": model.metrics.get("base_checkpoint"),
+        "steps": model.metrics.get("steps"), "best_step": model.metrics.get("best_step"),
+        "device": model.metrics.get("device"), "seconds": model.metrics.get("seconds"),
+    }
 
 
 @login_required
@@ -68,6 +93,28 @@ def run_detail(request, pk: int):
 def run_start_page(request, project_pk: int):
     project = get_project(request.user, project_pk)
     run, _ = runs.start_run(project, started_by=request.user, trigger=FineTuneRun.Trigger.BUTTON)
+    return redirect("marker_ls_plugin:run-detail", pk=run.pk)
+
+
+@login_required
+@require_POST
+def run_retry_page(request, pk: int):
+    try:
+        run, _ = runs.retry_run(get_run(request.user, pk), started_by=request.user)
+    except ValueError as exc:
+        return HttpResponseBadRequest(str(exc))
+    return redirect("marker_ls_plugin:run-detail", pk=run.pk)
+
+
+@login_required
+@require_POST
+def run_activate_page(request, pk: int):
+    """Activate the model a succeeded run produced, for the run's project."""
+    run = get_run(request.user, pk)
+    model = getattr(run, "result_model", None)
+    if model is None:
+        return HttpResponseBadRequest(f"run {run.pk} produced no model")
+    runs.activate_model(run.project, model)
     return redirect("marker_ls_plugin:run-detail", pk=run.pk)
 
 
@@ -182,6 +229,20 @@ class RunAPI(APIView):
         runs.reap_stale_runs(project=run.project)
         run.refresh_from_db()
         return Response(FineTuneRunSerializer(run).data)
+
+
+class RunRetryAPI(APIView):
+    """POST: start a new run with a failed or cancelled run's project, base model and configuration."""
+
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, pk: int):
+        try:
+            run, created = runs.retry_run(get_run(request.user, pk), started_by=request.user)
+        except ValueError as exc:
+            raise ValidationError({"status": [str(exc)]}) from exc
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        return Response(FineTuneRunSerializer(run).data, status=code)
 
 
 class RunCancelAPI(APIView):

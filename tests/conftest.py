@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper modules
 
-from mls_helpers import CI, free_port, stop_process, wait_for  # noqa: E402
+from mls_helpers import CI, LabelStudio, free_port, stop_process, wait_for  # noqa: E402
 from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
 from marker_ls_plugin.processes import pid_alive  # noqa: E402
@@ -172,32 +172,6 @@ def start_worker(redis_url, tmp_path):
     yield start
     for proc in procs:
         stop_process(proc)
-
-
-class LabelStudio:
-    """A running `marker-ls start` server and the credentials of its admin."""
-
-    email = "admin@example.com"
-    password = "marker-ls-test-password"
-
-    def __init__(self, url: str, proc: subprocess.Popen, log_path: Path, data_dir: Path):
-        self.url, self.proc, self.log_path, self.data_dir = url, proc, log_path, data_dir
-
-    def session(self):
-        """A requests session logged in as the admin (Label Studio's own login form)."""
-        import requests
-
-        session = requests.Session()
-        session.get(f"{self.url}/user/login/", timeout=30)
-        response = session.post(f"{self.url}/user/login/", timeout=30, data={
-            "email": self.email, "password": self.password,
-            "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
-        })
-        assert response.ok and "/user/login" not in response.url, response.text[-500:]
-        return session
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text()[-4000:]
 
 
 @pytest.fixture(scope="session")

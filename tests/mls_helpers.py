@@ -60,3 +60,29 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, message: str = "c
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+class LabelStudio:
+    """A running `marker-ls start` server and the credentials of its admin."""
+
+    email = "admin@example.com"
+    password = "marker-ls-test-password"
+
+    def __init__(self, url: str, proc: subprocess.Popen, log_path: Path, data_dir: Path):
+        self.url, self.proc, self.log_path, self.data_dir = url, proc, log_path, data_dir
+
+    def session(self):
+        """A requests session logged in as the admin (Label Studio's own login form)."""
+        import requests
+
+        session = requests.Session()
+        session.get(f"{self.url}/user/login/", timeout=30)
+        response = session.post(f"{self.url}/user/login/", timeout=30, data={
+            "email": self.email, "password": self.password,
+            "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
+        })
+        assert response.ok and "/user/login" not in response.url, response.text[-500:]
+        return session
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-4000:]

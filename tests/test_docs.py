@@ -38,3 +38,24 @@ def test_readme_opens_with_the_two_commands_ci_runs():
 def test_changelog_and_licence_ship():
     assert (ROOT / "CHANGELOG.md").read_text().startswith("# Changelog")
     assert "GNU GENERAL PUBLIC LICENSE" in (ROOT / "LICENSE").read_text()
+
+
+def test_every_training_argument_is_documented_with_its_default():
+    import dataclasses
+
+    from marker_ls_plugin.training.config import TrainingArguments
+
+    defaults = TrainingArguments()
+    for field in dataclasses.fields(TrainingArguments):
+        row = next((line for line in README.splitlines() if line.startswith(f"| `{field.name}` |")), None)
+        assert row, field.name
+        value = getattr(defaults, field.name)
+        shown = row.split("|")[2].strip().strip("`")
+        if value is None:
+            assert shown == "unset", field.name
+        elif isinstance(value, bool):
+            assert shown == str(value).lower(), field.name
+        elif isinstance(value, list):
+            assert shown == str(value).replace("'", '"'), field.name
+        else:
+            assert type(value)(shown) == value, field.name

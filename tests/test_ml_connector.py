@@ -94,3 +94,15 @@ def test_interactive_request_with_a_drawn_region_returns_its_text(label_studio, 
     [box] = [item for item in items if item["type"] == "rectanglelabels"]
     assert text["value"]["text"] == [LINES[1]] and text["id"] == box["id"] == "drawn-1"
     assert box["value"]["rectanglelabels"] == ["Handwriting"]
+
+
+def test_label_studios_start_training_starts_a_fine_tune_run(label_studio, http, ocr_task):
+    """The Model tab's "Start Training" (POST /api/ml/<id>/train) reaches the plugin and records a run."""
+    backend = next(b for b in backends(label_studio, http, ocr_task["project"]) if b["title"] == "Marker OCR")
+    response = http.post(f"{label_studio.url}/api/ml/{backend['id']}/train", json={}, timeout=30)
+    assert response.ok, response.text
+    runs = http.get(f"{label_studio.url}/marker-ls/api/projects/{ocr_task['project']}/runs/", timeout=30).json()
+    assert [run["trigger"] for run in runs] == ["label_studio"]
+    # the tests' scripted run function completes it on the server's embedded executor
+    wait_for(lambda: http.get(f"{label_studio.url}/marker-ls/api/runs/{runs[0]['id']}/", timeout=30).json()[
+        "status"] == "succeeded", 60, interval=0.5, message="the run to succeed")

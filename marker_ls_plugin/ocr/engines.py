@@ -78,6 +78,18 @@ class Engine(abc.ABC):
                 lines[i] = line
         return lines
 
+    def read_lines(self, images: Sequence[Image.Image]) -> list[OCRLine]:
+        """Read each image as one text line (a line crop), as recognize_regions reads a region of a page."""
+        rgb = [_to_rgb(image) for image in images]
+        if not rgb:
+            return []
+        with self._lock:
+            self.load()
+            return self._read_lines(rgb)
+
+    def _read_lines(self, images: list[Image.Image]) -> list[OCRLine]:
+        return [self._recognize_regions(image, [_whole(image)])[0] for image in images]
+
     @abc.abstractmethod
     def _load(self) -> None: ...
 
@@ -139,7 +151,6 @@ class SuryaEngine(Engine):
             import torch
             from surya.detection import DetectionPredictor
             from surya.foundation import FoundationPredictor
-            from surya.recognition import RecognitionPredictor
             from surya.settings import settings
         except ImportError as exc:
             raise EngineUnavailable(
@@ -166,16 +177,38 @@ class SuryaEngine(Engine):
         # get_logits runs the LM head alone and every step yields exactly one greedy token, as surya's layout
         # predictor does (max_lookahead_tokens=0); nothing else in the process changes.
         foundation.model.config.multi_output_distance = 0
+        self._attach(foundation, device)
+        detector.disable_tqdm = True
+        self._detection_batch = settings.DETECTOR_BATCH_SIZE or DetectionPredictor.default_batch_sizes.get(kind, 8)
+        self._detection = detector
+
+    def _attach(self, foundation: Any, device: str) -> None:
+        from surya.recognition import RecognitionPredictor
+        from surya.settings import settings
+
         recognizer = RecognitionPredictor(foundation)
         # The checkpoint's special tokens too (<b>, <i>, ... and system tokens an untrained model may emit).
         specials = sorted(foundation.processor.ocr_tokenizer.SPECIAL_TOKEN_MAPPING, key=len, reverse=True)
         self._tags = re.compile("|".join([_FORMATTING_TAG, *map(re.escape, specials)]))
-        recognizer.disable_tqdm = detector.disable_tqdm = True
+        recognizer.disable_tqdm = True
+        kind = device.split(":")[0]
         self._recognition_batch = (self.batch_size or settings.RECOGNITION_BATCH_SIZE
                                    or RecognitionPredictor.default_batch_sizes.get(kind, 32))
-        self._detection_batch = settings.DETECTOR_BATCH_SIZE or DetectionPredictor.default_batch_sizes.get(kind, 8)
         self.device = device
-        self._recognition, self._detection = recognizer, detector
+        self._recognition = recognizer
+
+    @classmethod
+    def around(cls, foundation: Any, device: str, batch_size: int | None = None) -> SuryaEngine:
+        """An engine that reads regions and line crops with an already loaded FoundationPredictor.
+
+        Fine-tuning evaluates the model it is training through this, with the exact prediction code
+        pre-annotation uses. The caller sets the model's ``multi_output_distance`` (see _load). It has no
+        detector: recognize_pages is not available.
+        """
+        engine = cls(device=device, batch_size=batch_size)
+        engine._attach(foundation, device)
+        engine._loaded = True
+        return engine
 
     def _predict(self, images: list[Image.Image], **kwargs: Any) -> list:
         return self._recognition(
@@ -188,10 +221,18 @@ class SuryaEngine(Engine):
         )
 
     def _recognize_pages(self, images: list[Image.Image]) -> list[PageOCR]:
+        if self._detection is None:
+            raise EngineUnavailable("this surya engine was built around a recognition model only (no detector)")
         results = self._predict(images, det_predictor=self._detection, detection_batch_size=self._detection_batch,
                                 sort_lines=True)
         return [PageOCR(image.width, image.height, [self._line(line.polygon, line, *image.size)
                                                     for line in result.text_lines])
+                for image, result in zip(images, results, strict=True)]
+
+    def _read_lines(self, images: list[Image.Image]) -> list[OCRLine]:
+        # One batched call for all crops; surya slices the whole image out of each (no masking).
+        results = self._predict(images, polygons=[[_whole(image)] for image in images])
+        return [self._line(_whole(image), result.text_lines[0], *image.size)
                 for image, result in zip(images, results, strict=True)]
 
     def _recognize_regions(self, image: Image.Image, polygons: list[list[Point]]) -> list[OCRLine]:
@@ -210,6 +251,13 @@ class SuryaEngine(Engine):
 def _surya_hint(cache_dir: str) -> str:
     return (f"Set MARKER_LS['{SURYA_SETTING['recognition']}'] / ['{SURYA_SETTING['detection']}'] to local "
             f"directories, or run once online to fill surya's cache at {cache_dir}")
+
+
+def resolve_surya_checkpoint(checkpoint: str | None = None) -> str:
+    """A recognition checkpoint surya can load now (``None``: surya's default), or EngineUnavailable."""
+    from surya.settings import settings
+
+    return _surya_checkpoint(checkpoint, settings.FOUNDATION_MODEL_CHECKPOINT, "recognition")
 
 
 def _surya_checkpoint(checkpoint: str | None, default: str, kind: str) -> str:
@@ -354,6 +402,11 @@ def _clip(polygon: Polygon, width: int, height: int) -> list[Point]:
     if len(points) < 3 or not all(math.isfinite(v) for p in points for v in p):
         raise ValueError(f"a polygon needs at least 3 finite points, got {polygon!r}")
     return [(min(max(x, 0.0), float(width)), min(max(y, 0.0), float(height))) for x, y in points]
+
+
+def _whole(image: Image.Image) -> list[Point]:
+    """The whole image as a polygon, in integer pixels (surya slices with them)."""
+    return [(0, 0), (image.width, 0), (image.width, image.height), (0, image.height)]
 
 
 def _area(polygon: list[Point]) -> float:
