@@ -174,7 +174,8 @@ def cmd_preannotate(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a project's corrected annotations as a line-crop fine-tuning dataset."""
-    _setup_django()
+    if not args.url:  # over the API (--url) no Django settings are needed
+        _setup_django()
     from marker_ls_plugin.export import export_annotations_for_finetuning
 
     labels = [name.strip() for name in args.labels.split(",") if name.strip()] if args.labels else None
@@ -186,7 +187,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         manifest = export_annotations_for_finetuning(args.project, args.output, labels=labels,
                                                      val_fraction=args.val_fraction, seed=args.seed,
-                                                     padding=args.padding, progress=progress)
+                                                     padding=args.padding, progress=progress, url=args.url,
+                                                     api_key=args.api_key)
     except ValueError as exc:
         print(f"marker-ls export: {exc}", file=sys.stderr)
         return 2
@@ -317,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "non-cancelled one) as line crops (rotated boxes deskewed) with their text: "
                     "DIR/images/*.png, DIR/train.jsonl, DIR/val.jsonl and DIR/manifest.json (counts, split "
                     "rule, content hash, skipped regions with reasons). A line's split depends only on its "
-                    "task and region ids and the seed, so it never moves as the project grows.",
+                    "task and region ids and the seed, so it never moves as the project grows. Reads the "
+                    "database in-process, or with --url a running Label Studio over its API (the same files "
+                    "either way).",
     )
     export.add_argument("--project", type=int, required=True, help="project id")
     export.add_argument("--output", required=True, metavar="DIR", help="output folder (re-exports reuse crops)")
@@ -325,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--val-fraction", type=float, default=0.1, help="share of lines in val (default 0.1)")
     export.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
     export.add_argument("--padding", type=int, default=4, help="pixels added around each box (default 4)")
+    export.add_argument("--url", help="read from the Label Studio at this URL over its API instead of the "
+                                      "database, e.g. http://localhost:8080")
+    export.add_argument("--api-key", help="API key for --url: a Personal Access Token or legacy token "
+                                          "(default: LABEL_STUDIO_API_KEY)")
     export.add_argument("--progress-every", type=int, default=100, metavar="N",
                         help="print a progress line to stderr every N tasks (default 100)")
     export.set_defaults(func=cmd_export)

@@ -1,5 +1,8 @@
 """A project's corrected annotations written as a line-crop fine-tuning dataset (no torch).
 
+Tasks are read in-process from the database (sources.py) or from a running Label Studio over its API
+(remote.py); both feed the same code below, so both write the same files.
+
 Layout of ``output_dir``: ``images/<hash>.png`` line crops, ``train.jsonl`` and ``val.jsonl`` (one line per
 crop: image, text, label, task, annotation, region, source_image, bbox, rotation) and ``manifest.json``.
 """
@@ -18,13 +21,16 @@ from typing import Any
 
 from marker_ls_plugin.dataset.crops import CropPlan, SkippedRegion, cut, plan_crop
 from marker_ls_plugin.dataset.regions import Region, annotation_ordering, pair_regions
+from marker_ls_plugin.dataset.sources import AnnotatedTask, Source
 from marker_ls_plugin.ocr.labeling import controls_from_config
 
 SPLIT_RULE = "val if int(sha256(f'{seed}:{task}:{region}')[:16], 16) / 2**64 < val_fraction, else train"
-CONTENT_HASH_RULE = "sha256 over the sorted sha256(jsonl line + NUL + sha256(crop bytes)) of every line"
+CONTENT_HASH_RULE = ("sha256 over the sha256(jsonl line + NUL + sha256(crop bytes)) of every line, tasks in id "
+                     "order, the lines of a task sorted")
 # Bump when crops of the same inputs would come out different, so that re-exports do not reuse old files.
 CROP_VERSION = "1"
 _CROP_NAME = re.compile(r"[0-9a-f]{24}\.png")
+UNDEFINED_KEY = "$undefined$"  # Label Studio's settings.DATA_UNDEFINED_NAME, a constant there
 
 Progress = Callable[[int, int], None]
 
@@ -38,26 +44,47 @@ def split_of(stable_id: str, seed: int, val_fraction: float) -> str:
 def export_annotations_for_finetuning(project_id: int, output_dir: str, *, labels: list[str] | None = None,
                                       val_fraction: float = 0.1, seed: int = 0, padding: int = 4,
                                       annotation_rule: str = "ground_truth_else_latest",
-                                      progress: Progress | None = None) -> dict[str, Any]:
+                                      progress: Progress | None = None, url: str | None = None,
+                                      api_key: str | None = None, max_pixels: int | None = None) -> dict[str, Any]:
     """Export one annotation per task (``annotation_rule``) as line crops + text; returns the manifest.
 
+    In-process (Django set up with Label Studio's settings) unless ``url`` names a running Label Studio: then
+    tasks and images are read over its API with ``api_key`` (default: the LABEL_STUDIO_API_KEY environment
+    variable), with no Django settings needed. Both write the same files for the same project.
+    ``max_pixels`` defaults to MARKER_LS["MAX_IMAGE_PIXELS"] in-process, to its default value remotely.
     ``progress(tasks_done, lines_written)`` is called after every task. Raises ValueError when the project
     is missing or not OCR-shaped, when an argument is invalid, or when no region at all is exportable.
     """
-    from projects.models import Project
-
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     if padding < 0:
         raise ValueError(f"padding must be 0 or more, got {padding}")
-    ordering = annotation_ordering(annotation_rule)
-    project = Project.objects.filter(pk=project_id).first()
-    if project is None:
-        raise ValueError(f"no project with id {project_id}")
+    annotation_ordering(annotation_rule)  # an unknown rule fails before anything is read
+    if url:
+        from marker_ls_plugin.dataset.remote import RemoteSource
+
+        source: Source = RemoteSource(url, api_key or os.environ.get("LABEL_STUDIO_API_KEY", ""), project_id,
+                                      max_pixels=max_pixels)
+    elif api_key:
+        raise ValueError("api_key without url: pass the Label Studio URL to export over its API")
+    else:
+        from marker_ls_plugin.dataset.sources import DatabaseSource
+
+        source = DatabaseSource(project_id, max_pixels=max_pixels)
     try:
-        controls = controls_from_config(project.label_config)
+        return export_from_source(source, output_dir, labels=labels, val_fraction=val_fraction, seed=seed,
+                                  padding=padding, annotation_rule=annotation_rule, progress=progress)
+    finally:
+        source.close()
+
+
+def export_from_source(source: Source, output_dir: str, *, labels: list[str] | None, val_fraction: float,
+                       seed: int, padding: int, annotation_rule: str, progress: Progress | None) -> dict[str, Any]:
+    """The export proper, whatever the tasks are read from: regions, crops, split, files and manifest."""
+    try:
+        controls = controls_from_config(source.label_config)
     except ValueError as exc:
-        raise ValueError(f"project {project_id} is not an OCR project: {exc}") from exc
+        raise ValueError(f"project {source.project} is not an OCR project: {exc}") from exc
     if labels is not None and controls.labels:
         unknown = [name for name in labels if name not in controls.labels]
         if unknown:
@@ -66,13 +93,12 @@ def export_annotations_for_finetuning(project_id: int, output_dir: str, *, label
     writer = _Writer(Path(output_dir), seed, val_fraction)
     tasks_done = 0
     try:
-        for task in _annotated_tasks(project, ordering):
-            annotation = task.mls_annotations[0]
-            regions, skips = pair_regions(annotation.result, controls, labels)
+        for item in source.tasks(annotation_rule):
+            regions, skips = pair_regions(item.result, controls, labels)
             for skip in skips:
-                writer.skip(task.pk, annotation.pk, skip.region, skip.reason)
+                writer.skip(item.task, item.annotation, skip.region, skip.reason)
             if regions:
-                _export_task(writer, task, annotation, regions, controls.image_key, padding)
+                _export_task(writer, item, regions, controls.image_key, padding)
             tasks_done += 1
             if progress:
                 progress(tasks_done, writer.lines)
@@ -81,70 +107,60 @@ def export_annotations_for_finetuning(project_id: int, output_dir: str, *, label
         raise
     if not writer.lines:
         writer.abort()
-        raise ValueError(f"nothing to export from project {project_id}: {tasks_done} annotated tasks, "
+        raise ValueError(f"nothing to export from project {source.project}: {tasks_done} annotated tasks, "
                          f"no exportable region ({_summary(writer.skip_counts) or 'no regions drawn'})")
     content_hash = writer.finish()
     manifest = {
         "format": "marker-ls-line-crops/1",
-        "project": project.pk,
+        "project": source.project,
         "annotation_rule": annotation_rule,
-        "label_config_sha256": hashlib.sha256(project.label_config.encode()).hexdigest(),
+        "label_config_sha256": hashlib.sha256(source.label_config.encode()).hexdigest(),
         "labels": labels,
         "padding": padding,
         "split": {"rule": SPLIT_RULE, "seed": seed, "val_fraction": val_fraction},
         "counts": {"train": writer.split_counts["train"], "val": writer.split_counts["val"],
                    "per_label": {split: dict(sorted(c.items())) for split, c in writer.label_counts.items()}},
-        "tasks": {"exported": tasks_done, "total": project.tasks.count()},
+        "tasks": {"exported": tasks_done, "total": source.total_tasks()},
         "content_sha256": content_hash,
         "content_hash_rule": CONTENT_HASH_RULE,
         "skipped": writer.skipped,
         "skipped_counts": dict(sorted(writer.skip_counts.items())),
-        "versions": _versions(),
+        "versions": source.versions(),
     }
     _write_atomic(Path(output_dir) / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 
-def _annotated_tasks(project: Any, ordering: tuple[str, ...]):
-    """Tasks with a non-cancelled annotation, streamed in id order; ``mls_annotations[0]`` is the one to export."""
-    from django.db.models import Exists, OuterRef, Prefetch
-    from tasks.models import Annotation, Task
-
-    kept = Annotation.objects.filter(was_cancelled=False)
-    return (Task.objects.filter(project=project)
-            .filter(Exists(kept.filter(task=OuterRef("pk"))))
-            .order_by("id")
-            .prefetch_related(Prefetch("annotations", queryset=kept.order_by(*ordering), to_attr="mls_annotations"))
-            .iterator(chunk_size=100))
+def image_url(data: dict[str, Any], image_key: str) -> Any:
+    """The image URL in a task's data. Storage sync with a single-input config stores it under Label Studio's
+    placeholder key (``settings.DATA_UNDEFINED_NAME``); its API shows it under the config's key."""
+    return data.get(image_key) or data.get(UNDEFINED_KEY)
 
 
-def _export_task(writer: _Writer, task: Any, annotation: Any, regions: list[Region], image_key: str,
+def _export_task(writer: _Writer, item: AnnotatedTask, regions: list[Region], image_key: str,
                  padding: int) -> None:
-    from django.conf import settings
-
-    from marker_ls_plugin.conf import get_config
-    from marker_ls_plugin.ocr.images import load_task_image
     from marker_ls_plugin.ocr.types import ImageError
 
+    url = image_url(item.data, image_key)
     try:
-        image = load_task_image(task, image_key, max_pixels=get_config()["MAX_IMAGE_PIXELS"])
+        if not url:
+            raise ImageError(f"task {item.task} has no '{image_key}' field in its data")
+        image = item.load_image(url)
     except ImageError as exc:
         for region in regions:
-            writer.skip(task.pk, annotation.pk, region.id, str(exc))
+            writer.skip(item.task, item.annotation, region.id, str(exc))
         return
-    data = task.data or {}
-    url = data.get(image_key) or data.get(getattr(settings, "DATA_UNDEFINED_NAME", "$undefined$"))
     for region in regions:
         try:
             plan = plan_crop(region.value, image.size, padding)
         except SkippedRegion as exc:
-            writer.skip(task.pk, annotation.pk, region.id, str(exc))
+            writer.skip(item.task, item.annotation, region.id, str(exc))
             continue
-        writer.add(task.pk, annotation.pk, region, str(url), image, plan)
+        writer.add(item.task, item.annotation, region, str(url), image, plan)
 
 
 class _Writer:
-    """Writes crops and jsonl lines as they come, keeping only counts and one digest per line."""
+    """Writes crops and jsonl lines as they come, keeping counts, a running hash and the names of crops in use."""
 
     def __init__(self, root: Path, seed: int, val_fraction: float):
         self.root, self.seed, self.val_fraction = root, seed, val_fraction
@@ -154,12 +170,16 @@ class _Writer:
         self.label_counts: dict[str, Counter[str]] = {"train": Counter(), "val": Counter()}
         self.skipped: list[dict[str, Any]] = []
         self.skip_counts: Counter[str] = Counter()
-        self.digests: list[bytes] = []
+        # The content hash runs as lines come (tasks arrive in id order), so memory stays flat.
+        self.content = hashlib.sha256()
+        self.task: int | None = None
+        self.task_digests: list[bytes] = []
+        self.count = 0
         self.crops: set[str] = set()
 
     @property
     def lines(self) -> int:
-        return len(self.digests)
+        return self.count
 
     def skip(self, task: int, annotation: int, region: str, reason: str) -> None:
         self.skipped.append({"task": task, "annotation": annotation, "region": region, "reason": reason})
@@ -175,7 +195,11 @@ class _Writer:
                   "rotation": round(plan.rotation, 4)}
         line = json.dumps(record, ensure_ascii=False, sort_keys=True).encode() + b"\n"
         self.files[split].write(line)
-        self.digests.append(hashlib.sha256(line + b"\0" + crop_digest).digest())
+        if task != self.task:
+            self._hash_task()
+            self.task = task
+        self.task_digests.append(hashlib.sha256(line + b"\0" + crop_digest).digest())
+        self.count += 1
         self.split_counts[split] += 1
         self.label_counts[split][region.label] += 1
 
@@ -197,7 +221,13 @@ class _Writer:
         for path in (self.root / "images").iterdir():
             if _CROP_NAME.fullmatch(path.name) and path.name not in self.crops:
                 path.unlink()
-        return hashlib.sha256(b"".join(sorted(self.digests))).hexdigest()
+        self._hash_task()
+        return self.content.hexdigest()
+
+    def _hash_task(self) -> None:
+        for digest in sorted(self.task_digests):
+            self.content.update(digest)
+        self.task_digests = []
 
     def abort(self) -> None:
         for split, handle in self.files.items():
@@ -214,14 +244,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def _summary(counts: Counter[str]) -> str:
     return ", ".join(f"{count} {reason}" for reason, count in counts.most_common())
-
-
-def _versions() -> dict[str, str]:
-    import label_studio
-
-    from marker_ls_plugin import __version__
-
-    return {"label_studio": label_studio.__version__, "marker_ls_plugin": __version__}
 
 
 def load_hf_dataset(output_dir: str):

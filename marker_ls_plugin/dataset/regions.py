@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from marker_ls_plugin.dataset.crops import well_formed
@@ -39,6 +41,26 @@ def annotation_ordering(rule: str) -> tuple[str, ...]:
     if rule == "latest":
         return ("-updated_at", "-id")
     raise ValueError(f"unknown annotation rule {rule!r}; use one of {', '.join(ANNOTATION_RULES)}")
+
+
+def choose_annotation(annotations: list[Mapping[str, Any]], rule: str) -> Mapping[str, Any] | None:
+    """The annotation to export among a task's annotations (dicts as Label Studio's API gives them), or None.
+
+    Cancelled ones are dropped; the rest are sorted by the keys of ``annotation_ordering(rule)``, so that an
+    export over the API and one from the database choose alike. ``updated_at`` may be a datetime or ISO text.
+    """
+    ordering = annotation_ordering(rule)
+    kept = [annotation for annotation in annotations if not annotation.get("was_cancelled")]
+    for key in reversed(ordering):  # stable sorts, least significant key first
+        field = key.lstrip("-")
+        kept.sort(key=lambda annotation: _sort_value(annotation.get(field)), reverse=key.startswith("-"))
+    return kept[0] if kept else None
+
+
+def _sort_value(value: Any) -> tuple[bool, Any]:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return (value is not None, value if value is not None else 0)
 
 
 def pair_regions(result: Any, controls: OCRControls, labels: list[str] | None = None,

@@ -1,0 +1,139 @@
+"""Annotated tasks read from a running Label Studio over its API (label-studio-sdk); no Django needed.
+
+Tasks come page by page with their annotations and their data as stored (``resolve_uri=false``), so that
+``source_image`` reads the same as in-process. Images are downloaded from Label Studio with the API key:
+uploads and local files by their own URL, cloud storage URIs through ``/tasks/<id>/presign/?fileuri=``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+from urllib.parse import urlsplit
+
+from marker_ls_plugin.dataset.regions import choose_annotation
+from marker_ls_plugin.dataset.sources import AnnotatedTask
+from marker_ls_plugin.ocr.types import ImageError
+
+PAGE_SIZE = 100
+TIMEOUT = 60.0
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+class RemoteSource:
+    """A project of the Label Studio at ``url``, read with ``api_key`` (legacy token or Personal Access Token)."""
+
+    def __init__(self, url: str, api_key: str, project_id: int, *, max_pixels: int | None = None,
+                 page_size: int = PAGE_SIZE):
+        import httpx
+        from label_studio_sdk import LabelStudio
+
+        from marker_ls_plugin.conf import DEFAULTS
+
+        if not api_key:
+            raise ValueError("exporting from a Label Studio URL needs an API key: pass api_key (--api-key) or set "
+                             "LABEL_STUDIO_API_KEY")
+        self.url = url.rstrip("/")
+        self.max_pixels = max_pixels or DEFAULTS["MAX_IMAGE_PIXELS"]
+        self.page_size = page_size
+        self._http = httpx.Client(timeout=TIMEOUT, follow_redirects=True)
+        self._seen = 0
+        try:
+            self.client = LabelStudio(base_url=self.url, api_key=api_key, httpx_client=self._http)
+            found = self.client.projects.get(id=project_id)
+        except Exception as exc:
+            self._http.close()
+            raise ValueError(_describe(exc, self.url, project_id)) from exc
+        self.project = found.id
+        self.label_config = found.label_config or ""
+
+    def tasks(self, rule: str) -> Iterator[AnnotatedTask]:
+        self._seen = 0
+        pager = self.client.tasks.list(project=self.project, fields="all", resolve_uri=False,
+                                       page_size=self.page_size)
+        for task in pager:
+            self._seen += 1
+            chosen = choose_annotation(list(task.annotations or []), rule)
+            if chosen is not None:
+                yield AnnotatedTask(task.id, dict(task.data or {}), chosen["id"], chosen.get("result"),
+                                    partial(self._load_image, task.id))
+
+    def total_tasks(self) -> int:
+        """Tasks listed by the last ``tasks()`` pass, annotated or not."""
+        return self._seen
+
+    def versions(self) -> dict[str, str | None]:
+        from marker_ls_plugin import __version__
+
+        try:
+            release = self.client.versions.get().release
+        except Exception:  # an older server, or a proxy that hides it: the manifest says unknown
+            release = None
+        return {"label_studio": release, "marker_ls_plugin": __version__}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _load_image(self, task_id: int, url: str) -> Any:
+        import httpx
+
+        from marker_ls_plugin.ocr.images import open_image
+
+        target = image_request_url(self.url, task_id, url)
+        try:
+            response = self._http.get(target, headers=self._auth())
+        except httpx.HTTPError as exc:
+            raise ImageError(f"cannot download {url}: {exc}") from exc
+        if response.status_code == 404:
+            raise ImageError(f"file not found: {url} (HTTP 404)")
+        if response.status_code != 200:
+            raise ImageError(f"cannot download {url}: HTTP {response.status_code}")
+        return open_image(response.content, max_pixels=self.max_pixels)
+
+    def _auth(self) -> dict[str, str]:
+        # The SDK's own header: "Token <key>" for legacy tokens, a refreshed "Bearer" access token for PATs.
+        # httpx drops it when a presign URL redirects to another host (the bucket).
+        return {"Authorization": self.client._client_wrapper.get_headers()["Authorization"]}
+
+
+def image_request_url(base_url: str, task_id: int, url: Any) -> str:
+    """The address to GET a task's image from, given the URL stored in its data.
+
+    Paths (``/data/upload/...``, ``/data/local-files/?d=...``) and URLs of the server itself are read from
+    ``base_url``; storage URIs (``s3://``, ``gs://``, ``azure-blob://``...) through the task's presign
+    endpoint, which proxies the bucket or redirects to a presigned URL. Other hosts are refused, as in-process.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ImageError(f"the task's image is not a URL: {url!r}")
+    url = url.strip()
+    base = urlsplit(base_url)
+    origin = f"{base.scheme}://{base.netloc}"
+    parts = urlsplit(url)
+    if not parts.scheme and not parts.netloc and url.startswith("/"):
+        prefix = base.path.rstrip("/")
+        return (origin if prefix and url.startswith(prefix + "/") else origin + prefix) + url
+    if parts.scheme in ("http", "https"):
+        if f"{parts.scheme}://{parts.netloc}" == origin:
+            return url
+        if parts.hostname in _LOOPBACK:  # the server's own HOSTNAME, as it wrote it into the task
+            path = parts.path + (f"?{parts.query}" if parts.query else "")
+            return image_request_url(base_url, task_id, path)
+        raise ImageError(f"{url} is an external URL; images are only read from Label Studio. "
+                         "Upload the file, or connect its bucket or folder as a source storage")
+    if parts.scheme and "://" in url:
+        fileuri = base64.urlsafe_b64encode(url.encode()).decode()
+        return f"{origin}{base.path.rstrip('/')}/tasks/{task_id}/presign/?fileuri={fileuri}"
+    raise ImageError(f"cannot read the image at {url!r}: not an upload, local file or cloud storage URI")
+
+
+def _describe(exc: Exception, url: str, project_id: int) -> str:
+    status = getattr(exc, "status_code", None)
+    if status == 404:
+        return f"no project with id {project_id} at {url}"
+    if status in (401, 403):
+        return f"Label Studio at {url} refused the API key (HTTP {status})"
+    if status is not None:
+        return f"Label Studio at {url} answered HTTP {status} for project {project_id}: {getattr(exc, 'body', '')}"
+    return f"cannot reach Label Studio at {url}: {exc}"
