@@ -76,6 +76,7 @@ def main() -> int:
         train_lines, val_lines = data[:-4], data[-4:]
         print(f"model {checkpoint if options.checkpoint else 'tiny random surya (tests/surya_tiny.py)'}, "
               f"device {device}, {options.steps} steps of {options.batch} lines")
+        measure(checkpoint, train_lines, val_lines, 3, options.batch, 0, device)  # warm-up: caches, allocator
         results = {}
         for workers in (0, options.workers):
             result, seconds = measure(checkpoint, train_lines, val_lines, options.steps, options.batch, workers,

@@ -48,6 +48,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         from marker_ls_plugin.demo import ensure_demo_project
 
         ensure_demo_project(stdout=sys.stdout)
+    _scan_models(None)
     if args.init_only:
         return 0
     _sweep()

@@ -50,6 +50,8 @@ DEFAULTS: dict[str, Any] = {
     "AUTO_ACTIVATE": True,
     # ... by at least this much validation CER (absolute: 0.005 = half a point). Else the user activates it.
     "ACTIVATION_MARGIN": 0.005,
+    # When a project's active model changes, queue predictions from it for the tasks nobody annotated yet.
+    "REPREDICT_ON_ACTIVATE": True,
 }
 
 

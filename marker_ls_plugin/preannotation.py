@@ -128,22 +128,30 @@ def on_tasks_created(project: Project, task_ids: list[int]) -> None:
         transaction.on_commit(lambda: schedule(project, task_ids))
 
 
-def pending_tasks(project: Project, version: str):
+def pending_tasks(project: Project, version: str, *, unannotated_only: bool = False):
     """Tasks with no prediction of ``version`` and no recorded failure for it."""
-    return (
+    tasks = (
         Task.objects.filter(project=project)
         .exclude(predictions__model_version=version)
         .exclude(marker_ls_ocr__model_version=version, marker_ls_ocr__status=TaskOCR.Status.ERROR)
     )
+    if unannotated_only:
+        tasks = tasks.exclude(annotations__was_cancelled=False)
+    return tasks
 
 
-def sweep(project: Project | None = None) -> int:
-    """Queue every task still lacking a prediction from its project's current model."""
+def sweep(project: Project | None = None, *, unannotated_only: bool = False) -> int:
+    """Queue every task still lacking a prediction from its project's current model.
+
+    ``unannotated_only``: leave out tasks someone already annotated (after a new model is activated, only
+    the tasks still to be annotated need its predictions).
+    """
     projects = [project] if project is not None else Project.objects.all()
     queued = 0
     for item in projects:
         if should_preannotate(item):
-            ids = list(pending_tasks(item, model_choice(item).version).values_list("id", flat=True))
+            version = model_choice(item).version
+            ids = list(pending_tasks(item, version, unannotated_only=unannotated_only).values_list("id", flat=True))
             queued += schedule(item, ids)
     return queued
 

@@ -29,8 +29,8 @@ def active_model_for(project) -> OCRModel | None:
 def activate_model(project, model: OCRModel | None) -> ProjectConfig:
     """Make ``model`` the one that pre-annotates ``project`` (None: back to the engine's default).
 
-    The API, the admin and the training job all activate through here. Tasks still lacking a
-    prediction from the new model are queued once the change commits.
+    The API, the admin and the training job all activate through here. With REPREDICT_ON_ACTIVATE, tasks
+    nobody annotated yet that lack a prediction from the new model are queued once the change commits.
     """
     from marker_ls_plugin.preannotation import sweep
 
@@ -39,7 +39,8 @@ def activate_model(project, model: OCRModel | None) -> ProjectConfig:
         config.active_model = model
         config.save(update_fields=["active_model", "updated_at"])
         logger.info("project %s: active model is now %s", project.pk, model or "the engine default")
-        transaction.on_commit(lambda: sweep(project), robust=True)
+        if get_config()["REPREDICT_ON_ACTIVATE"]:
+            transaction.on_commit(lambda: sweep(project, unannotated_only=True), robust=True)
     return config
 
 

@@ -114,3 +114,29 @@ def test_admin_edits_the_settings_and_activates_through_runs(project, monkeypatc
     config = ProjectConfig.objects.get(project=project)
     assert activated == [(project.pk, model)]
     assert (config.active_model, config.retrain_every) == (model, 40)
+
+
+def test_activation_repredicts_only_tasks_nobody_annotated(project, monkeypatch):
+    from django.test import override_settings
+    from tasks.models import Annotation, Task
+
+    from marker_ls_plugin import preannotation
+    from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
+
+    project.label_config = OCR_PRESET_CONFIG
+    project.save()
+    queued = []
+    monkeypatch.setattr(preannotation, "schedule", lambda p, ids, **kw: queued.extend(ids) or len(ids))
+    annotated, skipped, fresh = (Task.objects.create(project=project, data={"image": f"/data/{i}.png"})
+                                 for i in range(3))
+    Annotation.objects.create(task=annotated, project=project, result=[], completed_by=project.created_by)
+    Annotation.objects.create(task=skipped, project=project, result=[], completed_by=project.created_by,
+                              was_cancelled=True)
+    queued.clear()  # whatever the creation hooks queued
+    runs.activate_model(project, OCRModel.objects.create(name="repredict-new", engine="rapidocr"))
+    assert sorted(queued) == sorted([skipped.pk, fresh.pk])  # a skipped task still needs annotating
+
+    queued.clear()
+    with override_settings(MARKER_LS={"REPREDICT_ON_ACTIVATE": False}):
+        runs.activate_model(project, OCRModel.objects.create(name="repredict-off", engine="rapidocr"))
+    assert queued == []
