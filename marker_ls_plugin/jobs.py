@@ -126,8 +126,12 @@ def execute_run(run_pk: int) -> str:
 
 
 def preannotate(project_pk: int, task_pks: list[int], force: bool = False) -> dict[str, int]:
-    """Pre-annotate tasks of a project (queue entry point)."""
+    """Pre-annotate tasks of a project (queue entry point).
+
+    Queued work (imports, sweeps, a new active model) leaves tasks someone already annotated alone; the
+    Data Manager action forces, and Label Studio's own requests go through the connector, not the queue.
+    """
     from marker_ls_plugin.preannotation import preannotate_tasks
 
     close_old_connections()
-    return preannotate_tasks(project_pk, task_pks, force)
+    return preannotate_tasks(project_pk, task_pks, force, unannotated_only=not force)

@@ -166,18 +166,20 @@ def _project_lock(project_id: int) -> threading.Lock:
         return _project_locks.setdefault(project_id, threading.Lock())
 
 
-def preannotate_tasks(project_id: int, task_ids: list[int], force: bool = False) -> dict[str, int]:
+def preannotate_tasks(project_id: int, task_ids: list[int], force: bool = False, *,
+                      unannotated_only: bool = False) -> dict[str, int]:
     """Predict ``task_ids`` with the project's model and store Label Studio predictions.
 
     Without ``force`` a task already predicted by the current model is skipped, also when another
     job or Label Studio's own connector got there first (a per-project lock here, and a row lock on
-    the task where the database has them).
+    the task where the database has them); with ``unannotated_only`` so is a task someone annotated.
     """
     with _project_lock(project_id):
-        return _preannotate_tasks(project_id, task_ids, force)
+        return _preannotate_tasks(project_id, task_ids, force, unannotated_only)
 
 
-def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool) -> dict[str, int]:
+def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool,
+                       unannotated_only: bool = False) -> dict[str, int]:
     from marker_ls_plugin.ocr.engines import get_engine
     from marker_ls_plugin.ocr.images import load_task_image
     from marker_ls_plugin.ocr.results import page_to_results, prediction_score
@@ -190,7 +192,8 @@ def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool) -> dic
     choice = model_choice(project)
     tasks = Task.objects.filter(project=project, id__in=task_ids).order_by("id")
     if not force:  # done, or failed for a reason that retrying will not fix (forcing retries it)
-        tasks = pending_tasks(project, choice.version).filter(id__in=task_ids).order_by("id")
+        tasks = (pending_tasks(project, choice.version, unannotated_only=unannotated_only)
+                 .filter(id__in=task_ids).order_by("id"))
     tasks = list(tasks)
     summary["skipped"] = len(set(task_ids)) - len(tasks)
     if not tasks:

@@ -101,3 +101,19 @@ def test_engine_unavailable_is_explained_and_loses_nothing(tmp_path):
     assert "surya" in error and "SURYA_" in error
     assert Task.objects.filter(pk=task.pk).exists() and not task.predictions.exists()
     assert pending_tasks(project, model_choice(project).version).filter(pk=task.pk).exists()
+
+
+def test_queued_jobs_leave_annotated_tasks_alone_unless_forced():
+    from tasks.models import Annotation
+
+    from marker_ls_plugin.jobs import preannotate
+
+    project = ocr_project("annotated stay")
+    annotated, fresh = upload_task(project, "a.png"), upload_task(project, "b.png")
+    Annotation.objects.create(task=annotated, project=project, result=[], completed_by=project.created_by)
+    Prediction.objects.filter(task__project=project).delete()  # whatever the creation hooks predicted
+    TaskOCR.objects.filter(task__project=project).delete()
+    assert preannotate(project.pk, [annotated.pk, fresh.pk]) == {"predicted": 1, "failed": 0, "skipped": 1}
+    assert set(Prediction.objects.filter(task__project=project).values_list("task_id", flat=True)) == {fresh.pk}
+    # the Data Manager action forces; Label Studio's own requests (connector) ask for any task
+    assert preannotate(project.pk, [annotated.pk], True)["predicted"] == 1

@@ -174,3 +174,15 @@ def test_save_refuses_an_existing_directory_and_cleans_up_after_a_failure(checkp
     with pytest.raises(OSError, match="disk full"):
         loop.save(foundation, tmp_path / "new", {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_the_loop_needs_no_django():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    code = ("import sys, marker_ls_plugin.training.loop, marker_ls_plugin.training.metrics; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
