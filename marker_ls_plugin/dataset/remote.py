@@ -8,7 +8,10 @@ uploads and local files by their own URL, cloud storage URIs through ``/tasks/<i
 from __future__ import annotations
 
 import base64
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +22,9 @@ from marker_ls_plugin.ocr.types import ImageError
 
 PAGE_SIZE = 100
 TIMEOUT = 60.0
+# Images downloaded concurrently, ahead of the task being cropped. Only the compressed bytes of at most
+# 2 x DOWNLOADS tasks are held at a time, so memory stays flat.
+DOWNLOADS = 8
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
@@ -26,7 +32,7 @@ class RemoteSource:
     """A project of the Label Studio at ``url``, read with ``api_key`` (legacy token or Personal Access Token)."""
 
     def __init__(self, url: str, api_key: str, project_id: int, *, max_pixels: int | None = None,
-                 page_size: int = PAGE_SIZE):
+                 page_size: int = PAGE_SIZE, downloads: int = DOWNLOADS):
         import httpx
         from label_studio_sdk import LabelStudio
 
@@ -38,6 +44,7 @@ class RemoteSource:
         self.url = url.rstrip("/")
         self.max_pixels = max_pixels or DEFAULTS["MAX_IMAGE_PIXELS"]
         self.page_size = page_size
+        self.downloads = max(1, downloads)
         self._http = httpx.Client(timeout=TIMEOUT, follow_redirects=True)
         self._seen = 0
         try:
@@ -50,6 +57,29 @@ class RemoteSource:
         self.label_config = found.label_config or ""
 
     def tasks(self, rule: str) -> Iterator[AnnotatedTask]:
+        """Annotated tasks in id order; their images are already downloading when they are yielded."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from marker_ls_plugin.dataset.export import image_url
+
+        image_key = _image_key(self.label_config)
+        pool = ThreadPoolExecutor(self.downloads, thread_name_prefix="marker-ls-export")
+        window: deque[tuple[AnnotatedTask, Any, Future | None]] = deque()
+        try:
+            for item in self._annotated(rule):
+                url = image_url(item.data, image_key) if image_key else None
+                ahead = None
+                if isinstance(url, str) and url.strip() and item.result:
+                    ahead = pool.submit(self._download, item.task, url, self._auth())
+                window.append((item, url, ahead))
+                if len(window) > 2 * self.downloads:
+                    yield self._ready(*window.popleft())
+            while window:
+                yield self._ready(*window.popleft())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _annotated(self, rule: str) -> Iterator[AnnotatedTask]:
         self._seen = 0
         pager = self.client.tasks.list(project=self.project, fields="all", resolve_uri=False,
                                        page_size=self.page_size)
@@ -59,6 +89,20 @@ class RemoteSource:
             if chosen is not None:
                 yield AnnotatedTask(task.id, dict(task.data or {}), chosen["id"], chosen.get("result"),
                                     partial(self._load_image, task.id))
+
+    def _ready(self, item: AnnotatedTask, url: Any, ahead: Future | None) -> AnnotatedTask:
+        """``item`` whose loader decodes the downloaded bytes (other URLs are fetched when asked)."""
+        if ahead is None:
+            return item
+
+        def load(wanted: str) -> Any:
+            from marker_ls_plugin.ocr.images import open_image
+
+            if wanted != url:
+                return self._load_image(item.task, wanted)
+            return open_image(ahead.result(), max_pixels=self.max_pixels)
+
+        return replace(item, load_image=load)
 
     def total_tasks(self) -> int:
         """Tasks listed by the last ``tasks()`` pass, annotated or not."""
@@ -77,20 +121,24 @@ class RemoteSource:
         self._http.close()
 
     def _load_image(self, task_id: int, url: str) -> Any:
-        import httpx
-
         from marker_ls_plugin.ocr.images import open_image
+
+        return open_image(self._download(task_id, url, self._auth()), max_pixels=self.max_pixels)
+
+    def _download(self, task_id: int, url: str, auth: dict[str, str]) -> bytes:
+        """The image's bytes, or ImageError; runs on the download threads (httpx's client is thread-safe)."""
+        import httpx
 
         target = image_request_url(self.url, task_id, url)
         try:
-            response = self._http.get(target, headers=self._auth())
+            response = self._http.get(target, headers=auth)
         except httpx.HTTPError as exc:
             raise ImageError(f"cannot download {url}: {exc}") from exc
         if response.status_code == 404:
             raise ImageError(f"file not found: {url} (HTTP 404)")
         if response.status_code != 200:
             raise ImageError(f"cannot download {url}: HTTP {response.status_code}")
-        return open_image(response.content, max_pixels=self.max_pixels)
+        return response.content
 
     def _auth(self) -> dict[str, str]:
         # The SDK's own header: "Token <key>" for legacy tokens, a refreshed "Bearer" access token for PATs.
@@ -126,6 +174,15 @@ def image_request_url(base_url: str, task_id: int, url: Any) -> str:
         fileuri = base64.urlsafe_b64encode(url.encode()).decode()
         return f"{origin}{base.path.rstrip('/')}/tasks/{task_id}/presign/?fileuri={fileuri}"
     raise ImageError(f"cannot read the image at {url!r}: not an upload, local file or cloud storage URI")
+
+
+def _image_key(label_config: str) -> str | None:
+    from marker_ls_plugin.ocr.labeling import controls_from_config
+
+    try:
+        return controls_from_config(label_config).image_key
+    except ValueError:  # not an OCR config: the export says so itself
+        return None
 
 
 def _describe(exc: Exception, url: str, project_id: int) -> str:
