@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     # RQ job timeout for a fine-tune run, in seconds.
     "RUN_TIMEOUT": 24 * 3600,
     # Dotted path of the function a run executes: fn(context: marker_ls_plugin.runs.RunContext).
-    "RUN_FUNCTION": "marker_ls_plugin.training.job.run_finetune",
+    "RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune",
     # Threads of the embedded executor (used without Redis).
     "EMBEDDED_WORKERS": 1,
     # Lines kept in a run's log tail.

@@ -18,12 +18,12 @@ from django.utils.text import slugify
 
 from marker_ls_plugin.conf import get_config
 from marker_ls_plugin.models import FineTuneRun, OCRModel
+from marker_ls_plugin.training.loop import METADATA_FILE  # written next to the weights by fine-tune runs
 
 logger = logging.getLogger(__name__)
 
 RECOGNITION_MODEL_TYPE = "surya-multimodal-foundation"  # surya-ocr 0.17.1's recognition (foundation) model
 TOKENIZER_FILES = ("vocab_math.json", "specials.json", "specials_dict.json")
-METADATA_FILE = "marker_ls_model.json"  # written by the training job next to the weights
 METADATA_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "parent": (str, type(None)), "run": (int, type(None)), "dataset_sha256": (str,),
     "metrics": (dict,), "description": (str,),

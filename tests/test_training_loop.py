@@ -182,7 +182,8 @@ def test_the_loop_needs_no_django():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    code = ("import sys, marker_ls_plugin.training.loop, marker_ls_plugin.training.metrics; "
+    code = ("import sys, marker_ls_plugin.training.loop, marker_ls_plugin.training.metrics, "
+            "marker_ls_plugin.training.config; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -174,7 +174,6 @@ def train(checkpoint: str, train_lines: Sequence[Line], val_lines: Sequence[Line
     The weights with the best validation CER are kept. With ``output_dir``, the model is saved there atomically
     (written to a hidden sibling directory, then renamed) with its tokenizer and a metadata file.
     """
-    import torch
 
     callbacks = callbacks or Callbacks()
     if not val_lines:
@@ -204,86 +203,133 @@ def train(checkpoint: str, train_lines: Sequence[Line], val_lines: Sequence[Line
     per_epoch = math.ceil(len(examples) / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
     total = args.max_steps or max(1, math.ceil(per_epoch * args.num_train_epochs))
     eval_every = args.eval_steps or per_epoch
-    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(total * args.warmup_ratio), total)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-                if precision != "no" else contextlib.nullcontext())
-    vision_frozen = "vision_encoder" in args.freeze
-    loader = _loader(examples, processor, args)
-
-    best = before
-    best_step, best_state, stale, step, stopped_early = 0, None, 0, 0, False
+    optimization = _Optimization(foundation, trainable, args, precision, total, device)
+    best = _BestWeights(args.early_stopping_patience)
     history: list[dict[str, Any]] = []
-    samples, data_seconds, step_seconds = 0, 0.0, 0.0
+    step, stopped_early = 0, False
     model.train()
     with _checkpointing(model, args.gradient_checkpointing):
-        batches = _cycle(loader)
+        batches = _cycle(_loader(examples, processor, args))
         while step < total and not stopped_early:
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum = 0.0
-            for micro in range(args.gradient_accumulation_steps):
-                if callbacks.should_stop():
-                    raise TrainingStopped()
-                waited = time.perf_counter()
-                batch = next(batches)
-                data_seconds += time.perf_counter() - waited
-                if micro == 0:
-                    step_started = waited
-                samples += batch["input_ids"].shape[0]
-                with autocast:
-                    loss = _loss(model, foundation, batch, device, vision_frozen)
-                loss = loss / args.gradient_accumulation_steps
-                (scaler.scale(loss) if scaler else loss).backward()
-                loss_sum += float(loss.detach())
-            if scaler:
-                scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            step_seconds += time.perf_counter() - step_started
+            loss = optimization.step(batches, callbacks)
             step += 1
-            epoch = step / per_epoch
-            history.append({"step": step, "loss": round(loss_sum, 5)})
-            callbacks.on_step(step, total, epoch, loss_sum, scheduler.get_last_lr()[0])
+            history.append({"step": step, "loss": round(loss, 5)})
+            callbacks.on_step(step, total, step / per_epoch, loss, optimization.learning_rate)
             if step % eval_every == 0 or step == total:
                 current = evaluate(foundation, val_lines, device, callbacks, args.eval_batch_size)
-                callbacks.on_evaluate(step, {"phase": "train", "loss": round(loss_sum, 5), **_flat(current.metrics)})
-                callbacks.log(f"step {step}/{total}: loss {loss_sum:.4f}, validation CER {current.metrics['cer']}")
-                # The best of the trained evaluations is kept (the first one counts, so the weights saved are
-                # always trained ones); whether it beats the starting model is the caller's decision.
-                if best_state is None or current.metrics["cer"] < best.metrics["cer"]:
-                    best, best_step, stale = current, step, 0
-                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                else:
-                    stale += 1
-                    if args.early_stopping_patience is not None and stale >= args.early_stopping_patience:
-                        callbacks.log(f"early stop: no better validation CER in {stale} evaluations")
-                        stopped_early = True
-    if best_state is not None and best_step != step:
-        model.load_state_dict(best_state)
-    after = best
+                callbacks.on_evaluate(step, {"phase": "train", "loss": round(loss, 5), **_flat(current.metrics)})
+                callbacks.log(f"step {step}/{total}: loss {loss:.4f}, validation CER {current.metrics['cer']}")
+                stopped_early = best.offer(step, current, model)
+                if stopped_early:
+                    callbacks.log(f"early stop: no better validation CER in {best.stale} evaluations")
+    best.restore(model, step)
+    after = best.evaluation
     if after.metrics["cer"] >= before.metrics["cer"]:
         callbacks.log(f"the fine-tuned model does not beat the starting one on validation CER "
                       f"({after.metrics['cer']} vs {before.metrics['cer']})")
-    result = TrainResult(before=before, after=after, steps=step, best_step=best_step, stopped_early=stopped_early,
+    result = TrainResult(before=before, after=after, steps=step, best_step=best.step, stopped_early=stopped_early,
                          skipped=skipped, device=device, precision=precision,
                          seconds=round(time.monotonic() - started, 2),
                          worst=worst_lines(before.pairs, after.pairs), history=history, foundation=foundation,
-                         samples_per_second=round(samples / step_seconds, 2) if step_seconds else 0.0,
-                         data_wait_share=round(data_seconds / step_seconds, 4) if step_seconds else 0.0)
+                         samples_per_second=optimization.samples_per_second,
+                         data_wait_share=optimization.data_wait_share)
     if output_dir is not None:
         save(foundation, output_dir, {"base": checkpoint, "arguments": args.to_dict(), "steps": step,
-                                      "best_step": best_step, "before": before.metrics, "after": after.metrics})
+                                      "best_step": best.step, "before": before.metrics, "after": after.metrics})
     return result
+
+
+class _Optimization:
+    """AdamW with linear warm-up and decay, gradient accumulation and clipping, mixed precision on CUDA.
+
+    Also times the steps: the wait for each batch against the whole step (evaluations excluded).
+    """
+
+    def __init__(self, foundation: Any, trainable: list[Any], args: TrainingArguments, precision: str, total: int,
+                 device: str):
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        self.foundation, self.trainable, self.args, self.device = foundation, trainable, args, device
+        self.optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, math.ceil(total * args.warmup_ratio), total)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+                         if precision != "no" else contextlib.nullcontext())
+        self.vision_frozen = "vision_encoder" in args.freeze
+        self.samples, self.data_seconds, self.step_seconds = 0, 0.0, 0.0
+
+    @property
+    def learning_rate(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    @property
+    def samples_per_second(self) -> float:
+        return round(self.samples / self.step_seconds, 2) if self.step_seconds else 0.0
+
+    @property
+    def data_wait_share(self) -> float:
+        return round(self.data_seconds / self.step_seconds, 4) if self.step_seconds else 0.0
+
+    def step(self, batches: Iterator[dict[str, Any]], callbacks: Callbacks) -> float:
+        """One optimizer step over ``gradient_accumulation_steps`` batches; returns the step's loss."""
+        import torch
+
+        model, accumulation = self.foundation.model, self.args.gradient_accumulation_steps
+        started = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = 0.0
+        for _ in range(accumulation):
+            if callbacks.should_stop():
+                raise TrainingStopped()
+            waited = time.perf_counter()
+            batch = next(batches)
+            self.data_seconds += time.perf_counter() - waited
+            self.samples += batch["input_ids"].shape[0]
+            with self.autocast:
+                loss = _loss(model, self.foundation, batch, self.device, self.vision_frozen) / accumulation
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total_loss += float(loss.detach())
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.args.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        self.step_seconds += time.perf_counter() - started
+        return total_loss
+
+
+class _BestWeights:
+    """The weights of the best trained evaluation (lowest validation CER), and when to stop early.
+
+    The first trained evaluation always counts, so the weights kept are trained ones; whether they beat the
+    starting model is the caller's decision.
+    """
+
+    def __init__(self, patience: int | None):
+        self.patience = patience
+        self.evaluation: Evaluation | None = None
+        self.step, self.stale = 0, 0
+        self._state: dict[str, Any] | None = None
+
+    def offer(self, step: int, evaluation: Evaluation, model: Any) -> bool:
+        """Keep ``model``'s weights if ``evaluation`` is the best yet; True when training should stop."""
+        if self.evaluation is None or evaluation.metrics["cer"] < self.evaluation.metrics["cer"]:
+            self.evaluation, self.step, self.stale = evaluation, step, 0
+            self._state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore(self, model: Any, current_step: int) -> None:
+        if self._state is not None and self.step != current_step:
+            model.load_state_dict(self._state)
 
 
 def save(foundation: Any, output_dir: str | os.PathLike, metadata: dict[str, Any]) -> Path:

@@ -1,4 +1,7 @@
-"""The default function a fine-tune run executes on a worker: export, train, evaluate, save, register, activate."""
+"""The default function a fine-tune run executes on a worker: export, train, evaluate, save, register, activate.
+
+The Django side of fine-tuning; the loop itself (training/loop.py) knows nothing of Django.
+"""
 
 from __future__ import annotations
 
