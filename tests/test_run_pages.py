@@ -1,0 +1,96 @@
+"""The run page's result section and its Activate and Retry buttons, calling the views with a request.
+
+(The end-to-end test drives the same pages over HTTP on a real server; Label Studio's signed-cookie sessions
+make Django's test client log-in unusable here.)"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from django.test import RequestFactory
+from mls_factories import make_project, make_user
+
+from marker_ls_plugin import runs, views
+from marker_ls_plugin.models import FineTuneRun, OCRModel
+from marker_ls_plugin.training.config import TrainingArguments
+
+METRICS = {
+    "base_checkpoint": "/models/base", "steps": 120, "best_step": 90, "device": "cpu", "seconds": 61.5,
+    "before": {"cer": 0.31, "wer": 0.6, "exact": 0.1, "lines": 40,
+               "per_label": {"Text": {"cer": 0.25, "wer": 0.5, "exact": 0.2, "lines": 30},
+                             "Handwriting": {"cer": 0.5, "wer": 0.9, "exact": 0.0, "lines": 10}}},
+    "after": {"cer": 0.12, "wer": 0.3, "exact": 0.45, "lines": 40,
+              "per_label": {"Text": {"cer": 0.08, "wer": 0.2, "exact": 0.6, "lines": 30},
+                            "Handwriting": {"cer": 0.24, "wer": 0.6, "exact": 0.0, "lines": 10}}},
+    "worst_lines": [{"key": "7:r2", "label": "Handwriting", "reference": "Grandma's <recipe> & notes",
+                     "before": "Grandmas recipe", "after": "Grandma's recipe", "cer_before": 0.4, "cer_after": 0.3}],
+}
+
+
+def finished_run(status: str, owner, *, with_model: bool) -> FineTuneRun:
+    project = make_project(f"run page {status}", owner)
+    run = FineTuneRun.objects.create(project=project, status=status, config={"max_steps": 120}, started_by=owner)
+    if with_model:
+        OCRModel.objects.create(name=f"page-model-{run.pk}", kind="finetuned", engine="surya",
+                                checkpoint=f"/models/recognition/page-model-{run.pk}", produced_by_run=run,
+                                metrics=METRICS)
+    return run
+
+
+class Browser:
+    """GET and POST to the plugin's page views as ``user``."""
+
+    def __init__(self, user):
+        self.user, self.factory = user, RequestFactory()
+
+    def get(self, view, pk: int):
+        request = self.factory.get("/")
+        request.user = self.user
+        return view(request, pk)
+
+    def post(self, view, pk: int):
+        request = self.factory.post("/")
+        request.user = self.user
+        try:
+            return view(request, pk)
+        except Http404:
+            return type("NotFound", (), {"status_code": 404})()
+
+
+def page(user, run) -> str:
+    return Browser(user).get(views.run_detail, run.pk).content.decode()
+
+
+def test_result_section_compares_before_and_after_and_activates():
+    owner = make_user()
+    run = finished_run("succeeded", owner, with_model=True)
+    html = page(owner, run)
+    assert f"Result: page-model-{run.pk}" in html and "best at step 90" in html
+    assert "<th>All lines</th><td>40</td><td>0.31</td><td>0.12</td>" in html
+    assert "<th>Handwriting</th><td>10</td><td>0.5</td><td>0.24</td>" in html
+    assert "Grandma&#x27;s &lt;recipe&gt; &amp; notes" in html  # annotators' text is escaped
+    assert "Retry with the same settings" not in html
+    assert "Active for this project." not in html and "Activate for" in html
+
+    response = Browser(owner).post(views.run_activate_page, run.pk)
+    assert response.status_code == 302
+    assert runs.active_model_for(run.project).name == f"page-model-{run.pk}"
+    assert "Active for this project." in page(owner, run)
+
+
+def test_retry_button_starts_a_run_with_the_same_settings():
+    owner = make_user()
+    run = finished_run("failed", owner, with_model=False)
+    browser = Browser(owner)
+    assert "Retry with the same settings" in page(owner, run)
+    response = browser.post(views.run_retry_page, run.pk)
+    retry = FineTuneRun.objects.exclude(pk=run.pk).get(project=run.project)
+    assert response.status_code == 302 and response["Location"] == f"/marker-ls/runs/{retry.pk}/"
+    assert retry.config == TrainingArguments(max_steps=120).to_dict() and retry.trigger == run.trigger
+    runs.cancel_run(retry)
+    # a succeeded run is not retried, and another organisation cannot touch the run
+    done = finished_run("succeeded", owner, with_model=False)
+    assert browser.post(views.run_retry_page, done.pk).status_code == 400
+    assert browser.post(views.run_activate_page, done.pk).status_code == 400
+    stranger = Browser(make_user())
+    assert stranger.post(views.run_retry_page, run.pk).status_code == 404
+    assert stranger.post(views.run_activate_page, run.pk).status_code == 404
