@@ -23,10 +23,10 @@ class _RunCallbacks(Callbacks):
         self.context = context
 
     def on_step(self, step: int, total_steps: int, epoch: float, loss: float, learning_rate: float) -> None:
-        self.context.report(step=step, total_steps=total_steps, epoch=round(epoch, 3))
-        if step == 1 or step % 10 == 0:
-            self.context.report(step=step, metrics={"phase": "train", "loss": round(loss, 5),
-                                                    "learning_rate": learning_rate})
+        # One write per step; the loss joins the metric history on the first step and every 10th.
+        metrics = ({"phase": "train", "loss": round(loss, 5), "learning_rate": learning_rate}
+                   if step == 1 or step % 10 == 0 else None)
+        self.context.report(step=step, total_steps=total_steps, epoch=round(epoch, 3), metrics=metrics)
 
     def on_evaluate(self, step: int, metrics: dict[str, Any]) -> None:
         self.context.report(step=step, metrics=metrics)

@@ -140,18 +140,17 @@ def pending_tasks(project: Project, version: str, *, unannotated_only: bool = Fa
     return tasks
 
 
-def sweep(project: Project | None = None, *, unannotated_only: bool = False) -> int:
-    """Queue every task still lacking a prediction from its project's current model.
+def sweep(project: Project | None = None) -> int:
+    """Queue every task nobody annotated that still lacks a prediction from its project's current model.
 
-    ``unannotated_only``: leave out tasks someone already annotated (after a new model is activated, only
-    the tasks still to be annotated need its predictions).
+    Annotated tasks are left out: the queued job would skip them anyway (jobs.preannotate).
     """
     projects = [project] if project is not None else Project.objects.all()
     queued = 0
     for item in projects:
         if should_preannotate(item):
             version = model_choice(item).version
-            ids = list(pending_tasks(item, version, unannotated_only=unannotated_only).values_list("id", flat=True))
+            ids = list(pending_tasks(item, version, unannotated_only=True).values_list("id", flat=True))
             queued += schedule(item, ids)
     return queued
 

@@ -40,7 +40,7 @@ def activate_model(project, model: OCRModel | None) -> ProjectConfig:
         config.save(update_fields=["active_model", "updated_at"])
         logger.info("project %s: active model is now %s", project.pk, model or "the engine default")
         if get_config()["REPREDICT_ON_ACTIVATE"]:
-            transaction.on_commit(lambda: sweep(project, unannotated_only=True), robust=True)
+            transaction.on_commit(lambda: sweep(project), robust=True)
     return config
 
 
