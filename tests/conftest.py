@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper modules
 
-from mls_helpers import CI, LabelStudio, free_port, stop_process, wait_for  # noqa: E402
+from mls_helpers import CI, LabelStudio, free_port, stop_process  # noqa: E402
 from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
 from marker_ls_plugin.processes import pid_alive  # noqa: E402
@@ -195,17 +195,7 @@ def label_studio():
     server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
     server.local_files = local_files
     try:
-        import requests
-
-        def up():
-            if proc.poll() is not None:
-                raise AssertionError(f"Label Studio exited with {proc.returncode}:\n{server.log_tail()}")
-            try:
-                return requests.get(f"{server.url}/health", timeout=2).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=300, interval=0.5, message="Label Studio to answer /health")
+        server.wait_until_up()
         yield server
     finally:
         stop_process(proc)

@@ -86,3 +86,17 @@ class LabelStudio:
 
     def log_tail(self) -> str:
         return self.log_path.read_text()[-4000:]
+
+    def wait_until_up(self, timeout: float = 300) -> None:
+        """Wait for /health to answer; fail with the log if the server process exits first."""
+        import requests
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"Label Studio exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return requests.get(f"{self.url}/health", timeout=2).ok
+            except requests.ConnectionError:
+                return False
+
+        wait_for(up, timeout=timeout, interval=0.5, message="Label Studio to answer /health")

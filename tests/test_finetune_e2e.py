@@ -74,17 +74,7 @@ def stack(tmp_path_factory, redis_url):
         return proc
 
     try:
-        import requests
-
-        def up():
-            if server_proc.poll() is not None:
-                raise AssertionError(f"Label Studio exited:\n{server.log_tail()}")
-            try:
-                return requests.get(f"{server.url}/health", timeout=2).ok
-            except requests.ConnectionError:
-                return False
-
-        wait_for(up, timeout=300, interval=0.5, message="Label Studio to answer /health")
+        server.wait_until_up()
         server.start_worker, server.workers, server.models_dir = start_worker, workers, root / "models"
         start_worker()
         yield server
