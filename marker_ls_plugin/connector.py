@@ -54,14 +54,16 @@ def load_task_dict_image(task: dict):
 class InProcessMLApi:
     """Label Studio's ``MLApi`` interface, answered by the plugin without HTTP."""
 
-    def __init__(self, url: str, **kwargs):
+    def __init__(self, *, url: str, **kwargs):
         self._url = url
 
     def _result(self, response=None, error: str | None = None):
         from ml.api_connector import MLApiResult
 
         if error:
-            return MLApiResult(url=self._url, response={"detail": error}, type="error", status_code=500)
+            # Label Studio reads an error's text from "error"; "detail" is kept for API callers.
+            return MLApiResult(url=self._url, response={"error": error, "detail": error}, type="error",
+                               status_code=500)
         return MLApiResult(url=self._url, response=response)
 
     def health(self):
@@ -116,13 +118,21 @@ def install() -> None:
         return
     label_studio_api = ml_models.MLApi
 
-    def connector(url, *args, **kwargs):
-        if is_in_process(url):
-            return InProcessMLApi(url, **kwargs)
-        return label_studio_api(url, *args, **kwargs)
+    class MLApi(label_studio_api):
+        """Label Studio's connector class; for the plugin's URL, ``MLApi(...)`` gives the in-process one.
 
-    connector.marker_ls_in_process = True
-    ml_models.MLApi = connector
+        Label Studio builds connectors with keyword arguments only (``url=``, ``timeout=``...); every
+        argument reaches Label Studio's own ``__init__`` exactly as given.
+        """
+
+        marker_ls_in_process = True
+
+        def __new__(cls, *args, **kwargs):
+            if is_in_process(kwargs.get("url")):
+                return InProcessMLApi(**kwargs)
+            return super().__new__(cls)
+
+    ml_models.MLApi = MLApi
 
     validate_url = ml_serializers.MLBackendSerializer.validate_url
 
