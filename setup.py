@@ -38,13 +38,26 @@ setup(
         # The offline CPU engine: its PP-OCR models ship inside the rapidocr wheel, which does not declare onnxruntime.
         "rapidocr>=3,<4",
         "onnxruntime",
+        # Fine-tune runs score CER/WER with it (training/metrics.py).
+        "jiwer>=3",
+        # Imported by the package directly; the packages above already require them (versions are theirs).
+        "Django",
+        "djangorestframework",
+        "huggingface-hub",
+        "httpx",
+        "numpy",
+        "opencv-python-headless",
+        "Pillow",
+        "requests",
+        "safetensors",
     ],
     extras_require={
+        # dataset.export.load_hf_dataset: an exported dataset as a Hugging Face DatasetDict.
+        "hf": ["datasets"],
         "dev": [
             "pytest>=8",
             "pytest-timeout",
             "rapidfuzz",
-            "jiwer>=3",
             "datasets",
             "playwright>=1.50,<2",
             "ruff",

@@ -47,7 +47,7 @@ def lines(count: int, directory: Path) -> list[Line]:
 
 def measure(checkpoint: str, train_lines: list[Line], val_lines: list[Line], steps: int, batch: int, workers: int,
             device: str):
-    arguments = TrainingArguments(max_steps=steps, per_device_train_batch_size=batch, eval_steps=10**9,
+    arguments = TrainingArguments(max_steps=steps, per_device_train_batch_size=batch, eval_steps=steps,
                                   dataloader_num_workers=workers, early_stopping_patience=None, freeze=[])
     started = time.monotonic()
     result = train(checkpoint, train_lines, val_lines, arguments, None, None, device=device)

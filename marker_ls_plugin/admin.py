@@ -4,25 +4,98 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import Count, Q
+from django.http import Http404
 from django.urls import reverse
 from django.utils.html import format_html
 
 from marker_ls_plugin import runs
-from marker_ls_plugin.models import FineTuneRun, OCRModel, OCRProject, ProjectConfig
-from marker_ls_plugin.training.config import TrainingArguments
+from marker_ls_plugin.csrf import csrf_enforced
+from marker_ls_plugin.models import (
+    FineTuneRun,
+    OCRModel,
+    OCRProject,
+    ProjectConfig,
+    member_organization_id,
+    projects_visible_to,
+)
+from marker_ls_plugin.training.config import InvalidTrainingArguments, TrainingArguments
+
+
+def sees_everything(request) -> bool:
+    """Superusers administer the whole instance; every other staff user sees their organization only."""
+    return request.user.is_superuser
+
+
+class NotFoundAdmin(admin.ModelAdmin):
+    """An object outside the user's organization answers 404, like one that does not exist (not a redirect)."""
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        raise Http404(f"No {opts.verbose_name} with id {object_id!r}.")
+
+
+class CsrfEnforcedAdmin(admin.ModelAdmin):
+    """The views that change state (actions, add, change, delete) check CSRF although Label Studio turned it off."""
+
+    def changelist_view(self, request, extra_context=None):
+        return csrf_enforced(super().changelist_view)(request, extra_context)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return csrf_enforced(super().changeform_view)(request, object_id, form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        return csrf_enforced(super().delete_view)(request, object_id, extra_context)
 
 
 @admin.register(OCRModel)
-class OCRModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "engine", "kind", "parent", "cer", "active_projects", "created_at", "created_by")
+class OCRModelAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
+    list_display = ("name", "engine", "kind", "organization", "parent", "cer", "active_projects", "created_at",
+                    "created_by")
     list_filter = ("engine", "kind", "created_at")
     search_fields = ("name", "checkpoint", "description")
     raw_id_fields = ("parent", "produced_by_run", "created_by")
     readonly_fields = ("created_at",)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(_active=Count("active_in"))
+        queryset = super().get_queryset(request)
+        if sees_everything(request):
+            return queryset.annotate(_active=Count("active_in"))
+        organization_id = member_organization_id(request.user)
+        # Instance-wide models are active in other organizations' projects too: only this one's count.
+        mine = Q(active_in__project__organization_id=organization_id)
+        return queryset.visible_to(organization_id).annotate(_active=Count("active_in", filter=mine))
+
+    def get_list_filter(self, request):
+        return (*self.list_filter, "organization") if sees_everything(request) else self.list_filter
+
+    def get_readonly_fields(self, request, obj=None):
+        if sees_everything(request):
+            return self.readonly_fields
+        return (*self.readonly_fields, "organization", "created_by")
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if not sees_everything(request) and db_field.name == "parent":
+            kwargs["queryset"] = OCRModel.objects.for_user(request.user)
+        if not sees_everything(request) and db_field.name == "produced_by_run":
+            kwargs["queryset"] = FineTuneRun.objects.for_user(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_add_permission(self, request):
+        # A staff user outside any organization would otherwise add an instance-wide model.
+        if not sees_everything(request) and member_organization_id(request.user) is None:
+            return False
+        return super().has_add_permission(request)
+
+    def has_change_permission(self, request, obj=None):
+        # An instance-wide model serves every organization: only a superuser changes or deletes it.
+        if obj is not None and not sees_everything(request) and obj.organization_id is None:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not sees_everything(request) and obj.organization_id is None:
+            return False
+        return super().has_delete_permission(request, obj)
 
     @admin.display(description="active in", ordering="_active")
     def active_projects(self, obj):
@@ -30,12 +103,13 @@ class OCRModelAdmin(admin.ModelAdmin):
 
     @admin.display(description="CER")
     def cer(self, obj):
-        value = (obj.metrics or {}).get("cer")
-        return f"{value:.2%}" if isinstance(value, (int, float)) else "-"
+        return obj.cer_text
 
     def save_model(self, request, obj, form, change):
         if not change and obj.created_by_id is None:
             obj.created_by = request.user
+        if not change and not sees_everything(request):
+            obj.organization_id = member_organization_id(request.user)
         super().save_model(request, obj, form, change)
 
 
@@ -47,15 +121,24 @@ class StartRunForm(forms.ModelForm):
         fields = ("project", "base_model", "config")
 
     def clean_config(self):
-        config = self.cleaned_data.get("config") or {}
         try:
-            return TrainingArguments.from_dict(config).to_dict()
-        except (TypeError, ValueError) as exc:
-            raise forms.ValidationError(str(exc)) from exc
+            return TrainingArguments.from_dict(self.cleaned_data.get("config")).to_dict()
+        except InvalidTrainingArguments as exc:  # one error per argument, each naming it
+            raise forms.ValidationError(list(exc.errors.values())) from exc
+
+    def clean(self):
+        cleaned = super().clean()
+        project, base_model = cleaned.get("project"), cleaned.get("base_model")
+        if project is not None and base_model is not None:
+            try:
+                runs.check_model_choice(project, base_model)
+            except ValueError as exc:
+                self.add_error("base_model", f"{exc} for project {project.pk}'s organization")
+        return cleaned
 
 
 @admin.register(FineTuneRun)
-class FineTuneRunAdmin(admin.ModelAdmin):
+class FineTuneRunAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
     list_display = ("id", "project", "status", "percent", "trigger", "base_model", "result", "started_by",
                     "created_at", "finished_at")
     list_filter = ("status", "trigger", "queue_backend", "created_at")
@@ -94,8 +177,15 @@ class FineTuneRunAdmin(admin.ModelAdmin):
             messages.warning(request, f"Project {run.project} already has an active run ({run.pk}).")
 
     def get_queryset(self, request):
-        runs.reap_stale_runs()
-        return super().get_queryset(request)
+        queryset = super().get_queryset(request)
+        return queryset if sees_everything(request) else queryset.for_user(request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if not sees_everything(request) and db_field.name == "project":
+            kwargs["queryset"] = projects_visible_to(request.user)
+        if not sees_everything(request) and db_field.name == "base_model":
+            kwargs["queryset"] = OCRModel.objects.for_user(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     @admin.display(description="progress", ordering="progress")
     def percent(self, obj):
@@ -121,9 +211,16 @@ class ProjectConfigInline(admin.StackedInline):
     can_delete = False
     fields = ("active_model", "preannotate", "retrain_every")
 
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        if obj is not None and "active_model" in formset.form.base_fields:
+            # Whoever edits, a project chooses among its organization's models and the instance-wide ones.
+            formset.form.base_fields["active_model"].queryset = OCRModel.objects.for_project(obj)
+        return formset
+
 
 @admin.register(OCRProject)
-class OCRProjectAdmin(admin.ModelAdmin):
+class OCRProjectAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
     list_display = ("id", "title", "organization", "tasks", "active_model", "retrain_every", "last_run", "created_at")
     search_fields = ("title", "description")
     list_filter = ("created_at",)
@@ -139,7 +236,8 @@ class OCRProjectAdmin(admin.ModelAdmin):
         return False
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("organization", "marker_ls_config__active_model")
+        queryset = super().get_queryset(request).select_related("organization", "marker_ls_config__active_model")
+        return queryset if sees_everything(request) else queryset.filter(pk__in=projects_visible_to(request.user))
 
     @admin.display(description="tasks")
     def tasks(self, obj):

@@ -11,7 +11,7 @@ from importlib import metadata
 
 from django.core.checks import Error, Warning, register
 
-from marker_ls_plugin.conf import get_config, queue_backend, unknown_keys
+from marker_ls_plugin.conf import get_config, positive_int, queue_backend, unknown_keys
 
 SURYA_VERSION = "0.17.1"
 
@@ -38,6 +38,19 @@ def check_configuration(app_configs=None, **kwargs):
             Error("MARKER_LS['HEARTBEAT_TIMEOUT'] must be more than twice HEARTBEAT_INTERVAL.",
                   hint="Live runs would be marked failed.", id="marker_ls.E004")
         )
+    messages.extend(_check_positive_ints("INFERENCE_TIMEOUT", "ENGINE_CACHE_SIZE"))
+    return messages
+
+
+def _check_positive_ints(*keys: str) -> list:
+    from django.core.exceptions import ImproperlyConfigured
+
+    messages = []
+    for key in keys:
+        try:
+            positive_int(key)
+        except ImproperlyConfigured as exc:
+            messages.append(Error(f"{exc}.", hint="See README.md, Settings.", id="marker_ls.E005"))
     return messages
 
 

@@ -52,6 +52,10 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.init_only:
         return 0
     _sweep()
+    from marker_ls_plugin.reaper import start_reaper
+
+    # Also with RQ: when the last worker host dies, nothing else would fail its runs.
+    start_reaper()
     from label_studio import server
 
     sys.argv = ["label-studio", "start", "--no-browser", "--port", str(args.port), "--internal-host", args.host]
@@ -86,6 +90,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = args.queues or [config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]]
     if config["INFERENCE_QUEUE"] in queues:
         _sweep()
+    from marker_ls_plugin.reaper import start_reaper
+
+    start_reaper()  # dead workers' runs and lost jobs are failed from here, not by GET requests
     options = {"burst": args.burst, "with_scheduler": False}
     if args.name:
         options["name"] = args.name
@@ -111,18 +118,26 @@ def cmd_models_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    """Print the registry: one model a line."""
+    """Print the registry: one model a line; with --organization, what that organization sees."""
     _setup_django()
     from django.db.models import Count
 
     from marker_ls_plugin.models import OCRModel
 
-    models = OCRModel.objects.annotate(projects=Count("active_in")).order_by("pk")
+    models = OCRModel.objects.all()
+    if args.organization is not None:
+        from organizations.models import Organization
+
+        if not Organization.objects.filter(pk=args.organization).exists():
+            print(f"No organization {args.organization}: see the ids in Label Studio's admin "
+                  "(/admin/organizations/organization/).", file=sys.stderr)
+            return 2
+        models = models.visible_to(args.organization)
+    models = models.annotate(projects=Count("active_in")).order_by("pk")
     for model in models:
-        cer = (model.metrics or {}).get("cer")
-        cer = f"{cer:.2%}" if isinstance(cer, (int, float)) else "-"
-        print(f"{model.pk:>4}  {model.name:<30} {model.kind:<9} {model.engine:<8} CER {cer:<7} "
-              f"active in {model.projects}  {model.checkpoint or '(engine default)'}")
+        owner = f"org {model.organization_id}" if model.organization_id else "instance"
+        print(f"{model.pk:>4}  {model.name:<30} {model.kind:<9} {model.engine:<8} {owner:<9} "
+              f"CER {model.cer_text:<7} active in {model.projects}  {model.checkpoint or '(engine default)'}")
     if not models:
         print("No models registered; run `marker-ls models scan` after placing checkpoints.")
     return 0
@@ -135,7 +150,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    """Mark runs whose worker stopped sending heartbeats as failed."""
+    """Mark runs nothing will finish as failed (dead workers, lost jobs); print each with its reason."""
     _setup_django()
     from marker_ls_plugin.runs import reap_stale_runs
 
@@ -205,9 +220,14 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     import logging
 
     from marker_ls_plugin.ml_backend import Predictor, base_version
-    from marker_ls_plugin.standalone import Service, newest_model, serve
+    from marker_ls_plugin.standalone import Service, listen_refusal, newest_model, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = args.host or ("0.0.0.0" if args.basic_auth else "127.0.0.1")
+    refusal = listen_refusal(host, args.basic_auth)
+    if refusal:
+        print(f"marker-ls ml-backend: {refusal}", file=sys.stderr)
+        return 2
     checkpoint = args.recognition_checkpoint
     version = args.model_version
     if args.engine == "surya" and not checkpoint:
@@ -221,8 +241,8 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     predictor = Predictor(version or base_version(args.engine), args.engine,
                           {k: v for k, v in options.items() if v})
     service = Service(predictor, args.label_studio_url, args.api_key, basic_auth=args.basic_auth,
-                      allow_external_urls=args.allow_external_urls)
-    serve(service, args.host, args.port)
+                      allow_external_urls=args.allow_external_urls, models_dir=args.models_dir)
+    serve(service, host, args.port)
     return 0
 
 
@@ -268,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     reap = commands.add_parser(
-        "reap", help="fail runs whose worker stopped sending heartbeats",
-        description="Mark running fine-tune runs whose worker has sent no heartbeat for HEARTBEAT_TIMEOUT seconds "
-                    "as failed, with the reason. Pages and the API do this too; use it from cron if you like.",
+        "reap", help="fail runs nothing will finish (dead workers, lost jobs)",
+        description="Mark as failed, with the reason: running fine-tune runs whose worker has sent no heartbeat "
+                    "for HEARTBEAT_TIMEOUT seconds, queued runs of an embedded server that stopped, and queued RQ "
+                    "runs whose job is gone from Redis or failed before the run started. Workers and the embedded "
+                    "executor do this every HEARTBEAT_TIMEOUT/4 seconds; use it from cron if you like.",
     )
     reap.set_defaults(func=cmd_reap)
 
@@ -301,8 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--models-dir", help="models directory (default: MARKER_LS_MODELS_DIR)")
     scan.set_defaults(func=cmd_models_scan)
     listing = models_commands.add_parser("list", help="print the registered models",
-                                         description="Print every registered model: id, name, kind, engine, CER, "
-                                                     "how many projects it is active in, and its checkpoint.")
+                                         description="Print every registered model: id, name, kind, engine, owner "
+                                                     "(an organization, or instance-wide), validation CER, how many "
+                                                     "projects it is active in, and its checkpoint.")
+    listing.add_argument("--organization", type=int, metavar="ID",
+                         help="only what organization ID sees: its own models and the instance-wide ones")
     listing.set_defaults(func=cmd_models_list)
 
     preannotate = commands.add_parser(
@@ -342,22 +367,26 @@ def build_parser() -> argparse.ArgumentParser:
         "ml-backend", help="serve the OCR predictor as a standalone Label Studio ML backend",
         description="Serve Label Studio's ML backend protocol (/health, /setup, /predict incl. interactive "
                     "context, /webhook, /train) without a database: the marker-ocr-ml-backend service. Images "
-                    "are downloaded from Label Studio with an API token. With --models-dir, the newest model "
-                    "under <models-dir>/recognition/ is used (restart after adding one).",
+                    "are downloaded only from --label-studio-url, with an API token. A project gets the model "
+                    "Label Studio asks for in /setup (model_version, or extra_params.model_version in the Model "
+                    "tab) among the directories under <models-dir>/recognition/; otherwise the default: "
+                    "--recognition-checkpoint, or the newest model there (restart after adding one).",
     )
     backend.add_argument("--port", type=int, default=9090, help="HTTP port (default 9090)")
-    backend.add_argument("--host", default="0.0.0.0", help="interface (default 0.0.0.0)")
+    backend.add_argument("--host", help="interface (default: 0.0.0.0 with --basic-auth, else 127.0.0.1; "
+                                        "without --basic-auth only loopback is allowed)")
     backend.add_argument("--engine", choices=["surya", "rapidocr"], default="surya", help="OCR engine")
     backend.add_argument("--recognition-checkpoint", help="surya recognition checkpoint (directory or hub id)")
     backend.add_argument("--detection-checkpoint", help="surya detection checkpoint (directory or hub id)")
     backend.add_argument("--models-dir", help="use the newest model in <dir>/recognition/")
     backend.add_argument("--model-version", help="model_version of the predictions")
     backend.add_argument("--device", help="torch device for surya (default: CUDA when present)")
-    backend.add_argument("--label-studio-url", help="Label Studio's URL, for task images (else from /setup)")
+    backend.add_argument("--label-studio-url", help="Label Studio's URL: task images are downloaded from there only")
     backend.add_argument("--api-key", help="Label Studio API token for reading task images")
     backend.add_argument("--basic-auth", metavar="USER:PASSWORD", help="require HTTP Basic auth")
     backend.add_argument("--allow-external-urls", action="store_true",
-                         help="also download task images from hosts other than Label Studio")
+                         help="also download task images from public http(s) hosts other than Label Studio "
+                              "(never with the API key; private and link-local addresses stay refused)")
     backend.set_defaults(func=cmd_ml_backend)
     return parser
 

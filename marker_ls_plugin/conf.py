@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_TIMEOUT": 120,
     # RQ job timeout for a fine-tune run, in seconds.
     "RUN_TIMEOUT": 24 * 3600,
+    # RQ job timeout for a pre-annotation batch, in seconds: a hung OCR batch frees its worker after this.
+    "INFERENCE_TIMEOUT": 600,
     # Dotted path of the function a run executes: fn(context: marker_ls_plugin.runs.RunContext).
     "RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune",
     # Threads of the embedded executor (used without Redis).
@@ -38,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "SURYA_DETECTION_CHECKPOINT": None,
     # torch device for surya ("cpu", "cuda", "cuda:1"); None: CUDA when present, else CPU.
     "TORCH_DEVICE": None,
+    # Loaded engines (model + detector) kept per process; the least recently used one is freed beyond this.
+    "ENGINE_CACHE_SIZE": 2,
     # Pre-annotate tasks as they are imported (projects with an OCR-shaped labeling config).
     "PREANNOTATE_ON_IMPORT": True,
     # Tasks per pre-annotation job (one engine call per batch).
@@ -75,6 +79,17 @@ def unknown_keys() -> list[str]:
     from django.conf import settings
 
     return sorted(set(getattr(settings, "MARKER_LS", {}) or {}) - set(DEFAULTS))
+
+
+def positive_int(key: str) -> int:
+    """The setting ``key`` as a whole number of at least 1, or ImproperlyConfigured naming it."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    value = get_config()[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured(f"MARKER_LS['{key}'] (environment MARKER_LS_{key}) must be a whole number of at "
+                                   f"least 1, got {value!r}")
+    return value
 
 
 def queue_backend() -> str:

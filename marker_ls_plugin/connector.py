@@ -38,17 +38,15 @@ def project_predictor(project) -> ml_backend.Predictor:
     return ml_backend.Predictor(choice.version, choice.engine, choice.options)
 
 
-def load_task_dict_image(task: dict):
+def load_task_dict_image(task: dict, image_key: str):
     """Read a serialized task's image in-process (uploads, local files, cloud storages)."""
     from tasks.models import Task
 
     from marker_ls_plugin.conf import get_config
     from marker_ls_plugin.ocr.images import load_task_image
-    from marker_ls_plugin.ocr.labeling import controls_from_config
 
     row = Task.objects.select_related("project").get(pk=task["id"])
-    key = controls_from_config(row.project.label_config).image_key
-    return load_task_image(row, key, max_pixels=get_config()["MAX_IMAGE_PIXELS"])
+    return load_task_image(row, image_key, max_pixels=get_config()["MAX_IMAGE_PIXELS"])
 
 
 class InProcessMLApi:
@@ -75,7 +73,8 @@ class InProcessMLApi:
     def get_versions(self, project):
         from marker_ls_plugin.models import OCRModel
 
-        versions = [project_predictor(project).version, *OCRModel.objects.values_list("name", flat=True)]
+        names = OCRModel.objects.for_project(project).values_list("name", flat=True)
+        versions = [project_predictor(project).version, *names]
         return self._result({"versions": list(dict.fromkeys(versions))})
 
     def make_predictions(self, tasks, project, context=None, **kwargs):

@@ -96,13 +96,17 @@ def run_finetune(context: Any) -> None:
                                f"({manifest['counts']['train']} training lines)."}
     loop.save(result.foundation, output, metadata)  # atomic: the directory appears complete, metadata included
     try:
-        model, _ = register_model_dir(output, created_by=run.started_by)
+        # Registration and activation commit together, ordered against cancels by the run's row lock: a
+        # cancelled run registers nothing, and a registered model's run cannot be cancelled any more.
+        with context.committing():
+            model, _ = register_model_dir(output, created_by=run.started_by,
+                                          organization=run.project.organization_id)
+            callbacks.log(f"registered {model.name}: validation CER {result.before.metrics['cer']} -> "
+                          f"{result.after.metrics['cer']}")
+            _maybe_activate(run, model, result, config, callbacks)
     except BaseException:
         shutil.rmtree(output, ignore_errors=True)  # never a model directory without its registry row
         raise
-    callbacks.log(f"registered {model.name}: validation CER {result.before.metrics['cer']} -> "
-                  f"{result.after.metrics['cer']}")
-    _maybe_activate(run, model, result, config, callbacks)
 
 
 def _export_progress(context: Any, cancelled: type[Exception]) -> Any:

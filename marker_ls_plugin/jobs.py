@@ -7,9 +7,11 @@ import os
 import socket
 import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -62,6 +64,19 @@ class RunContext:
             setattr(self.run, name, value)
         if self.should_stop():
             raise RunCancelled()
+
+    @contextmanager
+    def committing(self) -> Iterator[None]:
+        """Hold off cancels while the run's result is registered (and activated), in one transaction.
+
+        A cancel that came first stops the run here (RunCancelled, nothing registered); one that comes while
+        or after the block runs is refused by runs.cancel_run, so the run ends succeeded with its model.
+        """
+        with transaction.atomic():
+            locked = FineTuneRun.objects.select_for_update().filter(pk=self.run.pk)
+            if locked.values_list("cancel_requested", flat=True).first():
+                raise RunCancelled()
+            yield
 
     def log(self, line: str) -> None:
         """Append a line to the run's log tail (the last LOG_TAIL_LINES lines are kept)."""

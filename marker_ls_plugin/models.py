@@ -2,11 +2,64 @@
 
 from __future__ import annotations
 
+import math
+import secrets
+from typing import Any
+
 from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 from projects.models import Project
+
+HEADLINE_KEYS = ("cer", "wer", "exact", "lines")
+
+
+def member_organization_id(user) -> int | None:
+    """The user's active organization while they are still a member of it; None otherwise."""
+    from organizations.models import OrganizationMember
+
+    organization_id = getattr(user, "active_organization_id", None)
+    if not getattr(user, "is_authenticated", False) or organization_id is None:
+        return None
+    member = OrganizationMember.objects.filter(user=user, organization_id=organization_id, deleted_at__isnull=True)
+    return organization_id if member.exists() else None
+
+
+def projects_visible_to(user) -> models.QuerySet:
+    """The projects ``user`` may see: those of the active organization, while still a member of it.
+
+    Label Studio Community's ``Project.has_permission`` lets any user through as long as they were not
+    removed from the project's organization; the plugin asks for the same organization and a membership.
+    """
+    organization_id = member_organization_id(user)
+    if organization_id is None:
+        return Project.objects.none()
+    return Project.objects.filter(organization_id=organization_id)
+
+
+def _organization_id(organization) -> int | None:
+    return getattr(organization, "pk", organization)
+
+
+class OCRModelQuerySet(models.QuerySet):
+    """Every listing and every choice of models starts here: an organization's own plus the instance-wide ones."""
+
+    def visible_to(self, organization) -> OCRModelQuerySet:
+        """Models of ``organization`` (an Organization or its id) and instance-wide ones (organization null)."""
+        organization_id = _organization_id(organization)
+        instance_wide = Q(organization__isnull=True)
+        if organization_id is None:
+            return self.filter(instance_wide)
+        return self.filter(instance_wide | Q(organization_id=organization_id))
+
+    def for_project(self, project) -> OCRModelQuerySet:
+        """The models ``project`` may use: its organization's and the instance-wide ones."""
+        return self.visible_to(project.organization_id)
+
+    def for_user(self, user) -> OCRModelQuerySet:
+        """The models ``user`` may see: those of the organization they work in, and the instance-wide ones."""
+        return self.visible_to(member_organization_id(user))
 
 
 class OCRModel(models.Model):
@@ -46,6 +99,13 @@ class OCRModel(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    organization = models.ForeignKey(
+        "organizations.Organization", null=True, blank=True, on_delete=models.CASCADE,
+        related_name="marker_ls_models",
+        help_text="The organization whose project produced it; empty: instance-wide (every organization sees it).",
+    )
+
+    objects = OCRModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -53,6 +113,28 @@ class OCRModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def headline_metrics(self) -> dict[str, float]:
+        """CER, WER, exact-line rate and line count on validation: a run's "after", else flat keys."""
+        metrics = self.metrics if isinstance(self.metrics, dict) else {}
+        after = metrics.get("after")
+        source = after if isinstance(after, dict) else metrics
+        return {key: source[key] for key in HEADLINE_KEYS if _is_number(source.get(key))}
+
+    @property
+    def cer_text(self) -> str:
+        """The headline CER as a percentage, "-" when there is none."""
+        cer = self.headline_metrics.get("cer")
+        return "-" if cer is None else f"{cer:.2%}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def new_ml_token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 class ProjectConfig(models.Model):
@@ -79,6 +161,10 @@ class ProjectConfig(models.Model):
         help_text="Engine when no model is active; blank: MARKER_LS['ENGINE'].",
     )
     engine_error = models.TextField(blank=True, help_text="Why the engine could not load, when it could not.")
+    ml_token = models.CharField(
+        max_length=64, default=new_ml_token,
+        help_text="Password of this project's HTTP ML backend credential (user project-<id>).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -108,6 +194,16 @@ class TaskOCR(models.Model):
 
     def __str__(self) -> str:
         return f"task {self.task_id}: {self.status}"
+
+
+class FineTuneRunQuerySet(models.QuerySet):
+    def visible_to(self, organization) -> FineTuneRunQuerySet:
+        """Runs of ``organization``'s projects."""
+        return self.filter(project__organization_id=_organization_id(organization))
+
+    def for_user(self, user) -> FineTuneRunQuerySet:
+        """Runs of the projects ``user`` may see."""
+        return self.filter(project__in=projects_visible_to(user))
 
 
 class FineTuneRun(models.Model):
@@ -156,6 +252,8 @@ class FineTuneRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = FineTuneRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.db import transaction
 from projects.models import Project
 from tasks.models import Prediction, Task
 
-from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.conf import get_config, positive_int
 from marker_ls_plugin.ml_backend import base_version
 from marker_ls_plugin.models import OCRModel, ProjectConfig, TaskOCR
 from marker_ls_plugin.ocr.labeling import OCRControls, controls_from_config
@@ -76,6 +77,15 @@ def model_choice(project: Project) -> ModelChoice:
     return ModelChoice(base_version(engine), engine, engine_options(engine))
 
 
+def release_model(model: OCRModel) -> bool:
+    """Free this process's engine of ``model`` when no project has it active any more; True if one was freed."""
+    from marker_ls_plugin.ocr.engines import drop_engine
+
+    if ProjectConfig.objects.filter(active_model=model).exists():
+        return False
+    return drop_engine(model.engine, **engine_options(model.engine, model_checkpoint(model)))
+
+
 ML_BACKEND_TITLE = "Marker OCR"
 
 
@@ -111,10 +121,11 @@ def schedule(project: Project, task_ids: list[int], *, force: bool = False) -> i
         return 0
     size = get_config()["PREANNOTATE_BATCH_SIZE"]
     queue = get_config()["INFERENCE_QUEUE"]
+    timeout = positive_int("INFERENCE_TIMEOUT")
     for start in range(0, len(task_ids), size):
         batch = task_ids[start:start + size]
         try:
-            enqueue(PREANNOTATE_JOB, project.pk, batch, force, queue=queue, job_id=job_id_for("ocr"))
+            enqueue(PREANNOTATE_JOB, project.pk, batch, force, queue=queue, job_id=job_id_for("ocr"), timeout=timeout)
         except QueueUnavailable as exc:
             logger.error("pre-annotation of project %s could not be queued: %s", project.pk, exc)
             _record_project_error(project, f"pre-annotation could not be queued: {exc}")
@@ -180,8 +191,7 @@ def preannotate_tasks(project_id: int, task_ids: list[int], force: bool = False,
 def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool,
                        unannotated_only: bool = False) -> dict[str, int]:
     from marker_ls_plugin.ocr.engines import get_engine
-    from marker_ls_plugin.ocr.images import load_task_image
-    from marker_ls_plugin.ocr.results import page_to_results, prediction_score
+    from marker_ls_plugin.ocr.memory import return_freed_memory
 
     summary = {"predicted": 0, "failed": 0, "skipped": 0}
     project = Project.objects.filter(pk=project_id).first()
@@ -205,41 +215,86 @@ def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool,
         summary["failed"] = len(tasks)
         return summary
 
-    readable, images = [], []
-    for task in tasks:
-        try:
-            images.append(load_task_image(task, controls.image_key, max_pixels=get_config()["MAX_IMAGE_PIXELS"]))
-            readable.append(task)
-        except ImageError as exc:
-            _record_task(task, choice.version, error=str(exc))
-            summary["failed"] += 1
-    if not readable:
+    recognized = False
+    group_pixels = GROUP_PIXELS if engine.batches_pages else 1  # else one page a call, its memory back after each
+    for group in _page_groups(tasks, controls.image_key, engine.max_page_side, group_pixels, choice.version,
+                              summary):
+        recognized |= _recognize_group(engine, group, project, controls, choice.version, force, summary)
+        group.clear()  # its pages go before the next one is decoded
+        return_freed_memory()  # and what the engine took for them goes back to the system
+    if not recognized:
         return summary
-    try:
-        pages = engine.recognize_pages(images)
-    except Exception as exc:  # one bad batch must not stop the queue; each task says why
-        logger.exception("project %s: OCR failed on tasks %s", project.pk, [t.pk for t in readable])
-        for task in readable:
-            _record_task(task, choice.version, error=f"OCR failed: {type(exc).__name__}: {exc}")
-        summary["failed"] += len(readable)
-        return summary
-
-    for task, page in zip(readable, pages, strict=True):
-        with transaction.atomic():
-            list(Task.objects.select_for_update().filter(pk=task.pk))  # a worker elsewhere waits here
-            if not force and Prediction.objects.filter(task=task, model_version=choice.version).exists():
-                summary["skipped"] += 1
-                continue
-            Prediction.objects.create(
-                task=task, project=project, result=page_to_results(page, controls),
-                score=prediction_score(page.lines), model_version=choice.version,
-            )
-            _record_task(task, choice.version, lines=len(page.lines))
-        summary["predicted"] += 1
     # Label Studio shows annotators only the predictions of project.model_version.
     Project.objects.filter(pk=project.pk).exclude(model_version=choice.version).update(model_version=choice.version)
     ProjectConfig.objects.filter(project=project).exclude(engine_error="").update(engine_error="")
     return summary
+
+
+# Pixels of shrunk pages one engine call takes when the engine batches pages (about 67 MB as Pillow RGB): pages
+# are decoded one at a time and read in groups up to this, so a batch holds one full-size decoded image at most.
+GROUP_PIXELS = 4 * 2048 * 2048
+
+
+def _page_groups(tasks: list[Task], image_key: str, max_side: int | None, group_pixels: int, version: str,
+                 summary: dict[str, int]) -> Iterator[list[tuple[Task, Any, tuple[int, int]]]]:
+    """(task, page shrunk to ``max_side``, full size) in groups of at most ``group_pixels`` (or one page).
+
+    Tasks whose image cannot be read are recorded and left out.
+    """
+    from marker_ls_plugin.ocr.images import load_task_page
+
+    group: list[tuple[Task, Any, tuple[int, int]]] = []
+    pixels = 0
+    for task in tasks:
+        try:
+            image, size = load_task_page(task, image_key, max_pixels=get_config()["MAX_IMAGE_PIXELS"],
+                                         max_side=max_side)
+        except ImageError as exc:
+            _record_task(task, version, error=str(exc))
+            summary["failed"] += 1
+            continue
+        if group and pixels + image.width * image.height > group_pixels:
+            yield group
+            group, pixels = [], 0
+        group.append((task, image, size))
+        pixels += image.width * image.height
+    if group:
+        yield group
+
+
+def _recognize_group(engine, group: list[tuple[Task, Any, tuple[int, int]]], project: Project,
+                     controls: OCRControls, version: str, force: bool, summary: dict[str, int]) -> bool:
+    """OCR one group and store its predictions; False when the engine failed (each task then says why)."""
+    from marker_ls_plugin.ocr.engines import rescale_page
+
+    try:
+        pages = engine.recognize_pages([image for _, image, _ in group])
+    except Exception as exc:  # one bad page must not stop the queue
+        logger.exception("project %s: OCR failed on tasks %s", project.pk, [task.pk for task, _, _ in group])
+        for task, _, _ in group:
+            _record_task(task, version, error=f"OCR failed: {type(exc).__name__}: {exc}")
+        summary["failed"] += len(group)
+        return False
+    for (task, _, size), page in zip(group, pages, strict=True):
+        _store_prediction(task, project, rescale_page(page, *size), controls, version, force, summary)
+    return True
+
+
+def _store_prediction(task: Task, project: Project, page, controls: OCRControls, version: str, force: bool,
+                      summary: dict[str, int]) -> None:
+    from marker_ls_plugin.ocr.results import page_to_results, prediction_score
+
+    with transaction.atomic():
+        list(Task.objects.select_for_update().filter(pk=task.pk))  # a worker elsewhere waits here
+        if not force and Prediction.objects.filter(task=task, model_version=version).exists():
+            summary["skipped"] += 1
+            return
+        Prediction.objects.create(
+            task=task, project=project, result=page_to_results(page, controls),
+            score=prediction_score(page.lines), model_version=version,
+        )
+        _record_task(task, version, lines=len(page.lines))
+    summary["predicted"] += 1
 
 
 def _record_task(task: Task, version: str, *, error: str = "", lines: int = 0) -> None:

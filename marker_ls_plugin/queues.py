@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,9 @@ def get_embedded_executor(name: str) -> ThreadPoolExecutor:
     """The process-wide executor that stands in for queue ``name`` without Redis."""
     with _executors_lock:
         if name not in _executors:
+            from marker_ls_plugin.reaper import start_reaper
+
+            start_reaper()  # without workers, the process that executes runs also fails the dead ones
             _executors[name] = ThreadPoolExecutor(
                 max_workers=get_config()["EMBEDDED_WORKERS"], thread_name_prefix=f"marker-ls-{name}"
             )
@@ -62,6 +66,20 @@ def _run_embedded(func_path: str, args: tuple[Any, ...]) -> None:
         close_old_connections()
 
 
+# After Redis failed to answer, enqueues fail at once for a while instead of each waiting for the timeout
+# (a storage sync queues its tasks one by one): the work is not lost, the sweep queues it later.
+REDIS_RETRY_AFTER_SECONDS = 30.0
+_redis_down: dict[str, Any] = {"since": None, "reason": ""}
+
+
+def _refuse_while_redis_down(queue: str) -> None:
+    since = _redis_down["since"]
+    if since is not None and time.monotonic() - since < REDIS_RETRY_AFTER_SECONDS:
+        raise QueueUnavailable(f"cannot reach Redis for queue {queue!r}: {_redis_down['reason']} "
+                               f"({time.monotonic() - since:.0f} s ago; tried again after "
+                               f"{REDIS_RETRY_AFTER_SECONDS:.0f} s)")
+
+
 def enqueue(func_path: str, *args: Any, queue: str, job_id: str, timeout: int | None = None) -> str:
     """Enqueue ``func_path(*args)`` on ``queue`` and return the backend's name.
 
@@ -72,11 +90,29 @@ def enqueue(func_path: str, *args: Any, queue: str, job_id: str, timeout: int | 
     if backend == "rq":
         from redis.exceptions import RedisError
 
+        _refuse_while_redis_down(queue)
         try:
             get_queue(queue).enqueue(func_path, *args, job_id=job_id, job_timeout=timeout)
         except RedisError as exc:
+            _redis_down.update(since=time.monotonic(), reason=str(exc))
             raise QueueUnavailable(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
+        _redis_down.update(since=None)
         return backend
     submit: Callable[[], Any] = lambda: get_embedded_executor(queue).submit(_run_embedded, func_path, args)
     transaction.on_commit(submit)
     return backend
+
+
+def job_status(job_id: str, queue: str) -> str | None:
+    """RQ's status of job ``job_id`` ("queued", "started", "failed", ...), or None when Redis has no such job."""
+    from redis.exceptions import RedisError
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    try:
+        status = Job.fetch(job_id, connection=get_queue(queue).connection).get_status()
+    except NoSuchJobError:
+        return None
+    except RedisError as exc:
+        raise QueueUnavailable(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
+    return getattr(status, "value", status)

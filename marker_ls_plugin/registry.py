@@ -177,9 +177,11 @@ def scan_models_dir(models_dir: str | os.PathLike | None = None) -> ScanReport:
     return report
 
 
-def register_model_dir(path: str | os.PathLike, *, created_by=None) -> tuple[OCRModel, bool]:
+def register_model_dir(path: str | os.PathLike, *, created_by=None, organization=None) -> tuple[OCRModel, bool]:
     """The registry row of checkpoint directory ``path``, created when there is none: ``(model, created)``.
 
+    A new row belongs to ``organization``, else to the organization of the project whose run wrote the
+    directory (its ``marker_ls_model.json``), else to nobody: instance-wide, as models an administrator brings.
     Raises InvalidCheckpoint (nothing is written) when the directory is not a recognition checkpoint.
     """
     path = Path(os.path.abspath(path))
@@ -199,7 +201,10 @@ def register_model_dir(path: str | os.PathLike, *, created_by=None) -> tuple[OCR
             return existing, False
         try:
             with transaction.atomic():
-                model = OCRModel.objects.create(created_by=created_by, **_model_fields(path, metadata))
+                fields = _model_fields(path, metadata)
+                if organization is not None:
+                    fields["organization_id"] = getattr(organization, "pk", organization)
+                model = OCRModel.objects.create(created_by=created_by, **fields)
         except IntegrityError:  # a concurrent scan or the training job registered it, or took the name
             continue
         logger.info("registered model %s from %s", model.name, path)
@@ -232,11 +237,16 @@ def _model_fields(path: Path, metadata: dict[str, Any] | None) -> dict[str, Any]
     if metadata is None:
         return fields
     run_id = metadata.get("run")
+    run = FineTuneRun.objects.filter(pk=run_id).select_related("project").first() if run_id is not None else None
+    organization_id = run.project.organization_id if run else None
     fields.update(
         kind=OCRModel.Kind.FINETUNED,
         name=unique_name(metadata.get("name") or path.name),
-        parent=OCRModel.objects.filter(name=metadata["parent"]).first() if metadata.get("parent") else None,
-        produced_by_run=FineTuneRun.objects.filter(pk=run_id).first() if run_id is not None else None,
+        # A parent the run's organization cannot see is not recorded: its name would tell the other's models.
+        parent=(OCRModel.objects.visible_to(organization_id).filter(name=metadata["parent"]).first()
+                if metadata.get("parent") else None),
+        produced_by_run=run,
+        organization_id=organization_id,
         dataset_sha256=metadata.get("dataset_sha256", ""),
         metrics=metadata.get("metrics", {}),
         description=metadata.get("description", ""),

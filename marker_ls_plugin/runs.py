@@ -13,7 +13,7 @@ from django.utils import timezone
 from marker_ls_plugin.conf import get_config, queue_backend
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
 from marker_ls_plugin.processes import pid_alive
-from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for
+from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for, job_status
 from marker_ls_plugin.training.config import TrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -32,16 +32,26 @@ def activate_model(project, model: OCRModel | None) -> ProjectConfig:
     The API, the admin and the training job all activate through here. With REPREDICT_ON_ACTIVATE, tasks
     nobody annotated yet that lack a prediction from the new model are queued once the change commits.
     """
-    from marker_ls_plugin.preannotation import sweep
+    from marker_ls_plugin.preannotation import release_model, sweep
 
+    check_model_choice(project, model)
     config, _ = ProjectConfig.objects.get_or_create(project=project)
     if config.active_model_id != (model.pk if model else None):
+        previous = config.active_model
         config.active_model = model
         config.save(update_fields=["active_model", "updated_at"])
         logger.info("project %s: active model is now %s", project.pk, model or "the engine default")
+        if previous is not None:  # its engine stays loaded in this process only while some project uses it
+            transaction.on_commit(lambda: release_model(previous), robust=True)
         if get_config()["REPREDICT_ON_ACTIVATE"]:
             transaction.on_commit(lambda: sweep(project), robust=True)
     return config
+
+
+def check_model_choice(project, model: OCRModel | None) -> None:
+    """Refuse a model ``project``'s organization may not use, in the words used for one that does not exist."""
+    if model is not None and not OCRModel.objects.for_project(project).filter(pk=model.pk).exists():
+        raise ValueError(f"model {model.pk} does not exist")
 
 
 def on_annotation_created(project_id: int) -> None:
@@ -105,6 +115,7 @@ def start_run(
     returns the existing one with ``created=False``.
     """
     arguments = TrainingArguments.from_dict(config)  # invalid config fails before anything is written
+    check_model_choice(project, base_model)
     reap_stale_runs(project=project)
     existing = _active_run(project)
     if existing:
@@ -155,30 +166,47 @@ def _enqueue_run(run_pk: int) -> None:
 
 
 def cancel_run(run: FineTuneRun) -> FineTuneRun:
-    """Cancel a queued run at once; ask a running one to stop at its next step."""
-    updated = FineTuneRun.objects.filter(pk=run.pk, status=FineTuneRun.Status.QUEUED).update(
-        status=FineTuneRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
-    )
-    if not updated:
-        FineTuneRun.objects.filter(pk=run.pk, status=FineTuneRun.Status.RUNNING).update(cancel_requested=True)
+    """Cancel a queued run at once; ask a running one to stop at its next step.
+
+    A run that already registered its model is past cancelling (the model is registered, maybe active): the
+    request is refused and the run ends succeeded. The run's row lock orders this against the job's
+    registration (jobs.RunContext.committing), so the two never both win.
+    """
+    with transaction.atomic():
+        status = FineTuneRun.objects.select_for_update().filter(pk=run.pk).values_list("status", flat=True).first()
+        if status == FineTuneRun.Status.QUEUED:
+            FineTuneRun.objects.filter(pk=run.pk).update(
+                status=FineTuneRun.Status.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+            )
+        elif status == FineTuneRun.Status.RUNNING:
+            running = FineTuneRun.objects.filter(pk=run.pk, status=FineTuneRun.Status.RUNNING)
+            if not running.filter(result_model__isnull=True).update(cancel_requested=True):
+                logger.info("run %s registered its model already; the cancel is refused", run.pk)
     run.refresh_from_db()
     return run
 
 
-def finish(run: FineTuneRun, status: str, *, error: str = "") -> bool:
-    """Move an active run to a final status; False when it had already finished."""
+def finish(run: FineTuneRun, status: str, *, error: str = "",
+           from_statuses: tuple[str, ...] = FineTuneRun.ACTIVE_STATUSES) -> bool:
+    """Move a run in one of ``from_statuses`` (default: any active one) to a final status; False when it was not."""
     fields: dict[str, Any] = {"status": status, "finished_at": timezone.now()}
     if error:
         fields["error"] = error
     if status == FineTuneRun.Status.SUCCEEDED:
         fields["progress"] = 1.0
-    done = FineTuneRun.objects.filter(pk=run.pk, status__in=FineTuneRun.ACTIVE_STATUSES).update(**fields)
+    done = FineTuneRun.objects.filter(pk=run.pk, status__in=from_statuses).update(**fields)
     run.refresh_from_db()
     return bool(done)
 
 
 def reap_stale_runs(project=None) -> list[FineTuneRun]:
-    """Fail running runs whose worker stopped sending heartbeats; return them."""
+    """Fail runs nothing will ever finish; return them.
+
+    Running runs whose worker stopped sending heartbeats, queued embedded runs of a server that stopped, and
+    queued RQ runs whose job is gone from Redis or failed before the run started. Called by the periodic
+    reaper of workers and of the embedded executor (reaper.py), by ``marker-ls reap`` and when a run starts;
+    never by a GET.
+    """
     timeout = get_config()["HEARTBEAT_TIMEOUT"]
     cutoff = timezone.now() - timedelta(seconds=timeout)
     stale = FineTuneRun.objects.filter(status=FineTuneRun.Status.RUNNING, heartbeat_at__lt=cutoff)
@@ -195,6 +223,7 @@ def reap_stale_runs(project=None) -> list[FineTuneRun]:
             logger.warning("run %s: %s", run.pk, message)
             reaped.append(run)
     reaped.extend(_reap_orphaned_embedded_runs(project))
+    reaped.extend(_reap_lost_rq_runs(project))
     return reaped
 
 
@@ -215,3 +244,34 @@ def _reap_orphaned_embedded_runs(project=None) -> list[FineTuneRun]:
             reaped.append(run)
     return reaped
 
+
+def _reap_lost_rq_runs(project=None) -> list[FineTuneRun]:
+    """Queued RQ runs whose job is gone, or ended before the run started: nothing will ever run them.
+
+    A run younger than HEARTBEAT_TIMEOUT is left alone: its job is queued once the run's row commits.
+    """
+    if queue_backend() != "rq":
+        return []  # no Redis to ask
+    config = get_config()
+    cutoff = timezone.now() - timedelta(seconds=config["HEARTBEAT_TIMEOUT"])
+    queued = FineTuneRun.objects.filter(status=FineTuneRun.Status.QUEUED, queue_backend="rq", created_at__lt=cutoff)
+    if project is not None:
+        queued = queued.filter(project=project)
+    reaped = []
+    for run in queued:
+        try:
+            state = job_status(run.job_id, config["TRAINING_QUEUE"])
+        except QueueUnavailable as exc:
+            logger.warning("cannot tell whether queued runs still have their jobs: %s", exc)
+            break
+        if state is None:
+            message = (f"its job {run.job_id} is not in Redis: the server stopped before queuing it, or Redis lost "
+                       f"it (flushed, or restarted without persistence); start the run again")
+        elif state in ("failed", "stopped", "canceled"):
+            message = f"its job {run.job_id} {state} before the run started; see the worker's log, then retry"
+        else:
+            continue
+        if finish(run, FineTuneRun.Status.FAILED, error=message, from_statuses=(FineTuneRun.Status.QUEUED,)):
+            logger.warning("run %s: %s", run.pk, message)
+            reaped.append(run)
+    return reaped

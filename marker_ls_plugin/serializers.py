@@ -3,6 +3,14 @@
 from rest_framework import serializers
 
 from marker_ls_plugin.models import FineTuneRun, OCRModel
+from marker_ls_plugin.training.config import InvalidTrainingArguments, TrainingArguments
+
+
+class ProjectModelField(serializers.PrimaryKeyRelatedField):
+    """The id of a model the project may use (``context["project"]``); another organization's reads as unknown."""
+
+    def get_queryset(self):
+        return OCRModel.objects.for_project(self.context["project"])
 
 
 class OCRModelSerializer(serializers.ModelSerializer):
@@ -30,16 +38,25 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
 
 class StartRunSerializer(serializers.Serializer):
     config = serializers.DictField(required=False, default=dict)
-    base_model = serializers.PrimaryKeyRelatedField(queryset=OCRModel.objects.all(), required=False, allow_null=True)
+    base_model = ProjectModelField(required=False, allow_null=True)
+
+    def validate_config(self, value):
+        try:
+            return TrainingArguments.from_dict(value).to_dict()
+        except InvalidTrainingArguments as exc:  # one message per argument, each naming it
+            raise serializers.ValidationError(list(exc.errors.values())) from exc
 
 
 class ProjectOCRSettingsSerializer(serializers.Serializer):
     """PATCH body of a project's OCR settings; every field is optional, unknown ones are refused."""
 
-    active_model = serializers.PrimaryKeyRelatedField(queryset=OCRModel.objects.all(), required=False,
-                                                      allow_null=True)
+    active_model = ProjectModelField(required=False, allow_null=True)
+    regenerate_ml_token = serializers.BooleanField(
+        required=False, help_text="true: replace the project's HTTP ML backend password (the old one stops working)."
+    )
     preannotate = serializers.BooleanField(required=False)
-    retrain_every = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    # The model field's range in PostgreSQL (what the admin's form enforces too): beyond it the save fails.
+    retrain_every = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
 
     def validate(self, attrs):
         unknown = sorted(set(self.initial_data) - set(self.fields))

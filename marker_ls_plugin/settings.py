@@ -58,11 +58,32 @@ def _env_value(key, default):
 
 MARKER_LS = {key: _env_value(key, default) for key, default in DEFAULTS.items()}
 
+REDIS_TIMEOUT_SECONDS = 5
+
+
+def _with_redis_timeouts(url):
+    """``url`` with connect and read timeouts unless it sets its own (redis-py reads them from the query).
+
+    A Redis that hangs (accepts, never answers) would otherwise block imports and run starts for ever;
+    django-rq passes no other connection options for a URL. RQ workers raise the read timeout of their own
+    connection above their blocking dequeue.
+    """
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    query = urlsplit(url).query
+    present = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
+    extra = urlencode([(name, REDIS_TIMEOUT_SECONDS) for name in ("socket_connect_timeout", "socket_timeout")
+                       if name not in present])
+    return f"{url}{'&' if query else '?'}{extra}" if extra else url
+
+
 if MARKER_LS["REDIS_URL"]:
-    for _queue in (MARKER_LS["TRAINING_QUEUE"], MARKER_LS["INFERENCE_QUEUE"]):
+    # Each queue its own timeout: a hung OCR batch must not hold a worker for a fine-tune run's 24 hours.
+    for _queue, _timeout in ((MARKER_LS["TRAINING_QUEUE"], MARKER_LS["RUN_TIMEOUT"]),
+                             (MARKER_LS["INFERENCE_QUEUE"], MARKER_LS["INFERENCE_TIMEOUT"])):
         RQ_QUEUES[_queue] = {  # noqa: F405
-            "URL": MARKER_LS["REDIS_URL"],
-            "DEFAULT_TIMEOUT": MARKER_LS["RUN_TIMEOUT"],
+            "URL": _with_redis_timeouts(MARKER_LS["REDIS_URL"]),
+            "DEFAULT_TIMEOUT": _timeout,
         }
 
 # SQLite: the embedded executor writes progress from a background thread; wait for locks

@@ -10,29 +10,39 @@ from django.views.decorators.http import require_POST
 from projects.api import TemplateListAPI
 from projects.models import Project
 from rest_framework import status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marker_ls_plugin import runs
 from marker_ls_plugin.conf import queue_backend
-from marker_ls_plugin.models import FineTuneRun, OCRModel, TaskOCR
+from marker_ls_plugin.csrf import api_authentication_classes, csrf_enforced
+from marker_ls_plugin.models import (
+    FineTuneRun,
+    OCRModel,
+    OCRModelQuerySet,
+    ProjectConfig,
+    TaskOCR,
+    new_ml_token,
+    projects_visible_to,
+)
 from marker_ls_plugin.serializers import FineTuneRunSerializer, ProjectOCRSettingsSerializer, StartRunSerializer
 
 
 def get_project(user, pk: int) -> Project:
-    """The project ``pk`` if ``user`` may see it (same organization, still a member)."""
-    project = get_object_or_404(Project.objects.for_user(user), pk=pk)
-    if not project.has_permission(user):
-        raise PermissionDenied("You are not a member of this project's organization.")
-    return project
+    """The project ``pk`` if ``user`` may see it (their active organization's, still a member); else 404."""
+    return get_object_or_404(projects_visible_to(user), pk=pk)
 
 
 def get_run(user, pk: int) -> FineTuneRun:
-    run = get_object_or_404(FineTuneRun.objects.select_related("project"), pk=pk)
-    get_project(user, run.project_id)
-    return run
+    """The run ``pk`` if its project is one ``user`` may see; else 404, as for a run that does not exist."""
+    return get_object_or_404(FineTuneRun.objects.for_user(user).select_related("project"), pk=pk)
+
+
+def get_models(user) -> OCRModelQuerySet:
+    """The registry models ``user`` may see: their organization's and the instance-wide ones."""
+    return OCRModel.objects.for_user(user)
 
 
 # Pages
@@ -44,13 +54,12 @@ def not_found(request):
 
 @login_required
 def dashboard(request):
-    runs.reap_stale_runs()
-    projects = Project.objects.for_user(request.user).select_related("marker_ls_config__active_model").order_by("-id")
+    projects = projects_visible_to(request.user).select_related("marker_ls_config__active_model").order_by("-id")
     recent = FineTuneRun.objects.filter(project__in=projects).select_related("project", "result_model")[:20]
     context = {
         "projects": projects,
         "runs": recent,
-        "models": OCRModel.objects.all()[:50],
+        "models": get_models(request.user).select_related("parent")[:50],
         "queue_backend": queue_backend(),
     }
     return render(request, "marker_ls_plugin/dashboard.html", context)
@@ -58,7 +67,6 @@ def dashboard(request):
 
 @login_required
 def run_detail(request, pk: int):
-    runs.reap_stale_runs()
     run = get_run(request.user, pk)
     model = OCRModel.objects.filter(produced_by_run=run).first()
     context = {"run": run, "model": model, "result": _result_rows(model) if model else None,
@@ -70,6 +78,7 @@ def run_detail(request, pk: int):
 def _result_rows(model: OCRModel) -> dict:
     """Before/after validation metrics of a fine-tuned model, overall and per label, for the run page."""
     before, after = model.metrics.get("before") or {}, model.metrics.get("after") or {}
+    overall = model.headline_metrics  # the accessor the admin, the CLI and the dashboard read too
 
     def row(label: str, old: dict, new: dict) -> dict:
         return {"label": label, "lines": new.get("lines"), "cer_before": old.get("cer"), "cer_after": new.get("cer"),
@@ -78,7 +87,7 @@ def _result_rows(model: OCRModel) -> dict:
 
     labels = sorted(set(before.get("per_label") or {}) | set(after.get("per_label") or {}))
     return {
-        "rows": [row("All lines", before, after)] + [
+        "rows": [row("All lines", before, overall)] + [
             row(label, before["per_label"].get(label, {}), after["per_label"].get(label, {})) for label in labels
         ],
         "worst": model.metrics.get("worst_lines") or [],
@@ -89,6 +98,7 @@ def _result_rows(model: OCRModel) -> dict:
 
 
 @login_required
+@csrf_enforced
 @require_POST
 def run_start_page(request, project_pk: int):
     project = get_project(request.user, project_pk)
@@ -97,6 +107,7 @@ def run_start_page(request, project_pk: int):
 
 
 @login_required
+@csrf_enforced
 @require_POST
 def run_retry_page(request, pk: int):
     try:
@@ -107,6 +118,7 @@ def run_retry_page(request, pk: int):
 
 
 @login_required
+@csrf_enforced
 @require_POST
 def run_activate_page(request, pk: int):
     """Activate the model a succeeded run produced, for the run's project."""
@@ -119,6 +131,7 @@ def run_activate_page(request, pk: int):
 
 
 @login_required
+@csrf_enforced
 @require_POST
 def run_cancel_page(request, pk: int):
     runs.cancel_run(get_run(request.user, pk))
@@ -143,17 +156,17 @@ class TemplateListWithPreset(TemplateListAPI):
 class ProjectRunsAPI(APIView):
     """GET: the project's runs, newest first. POST: start a run (or get the active one)."""
 
+    authentication_classes = api_authentication_classes()
     permission_classes = [IsAuthenticated]
 
     def get(self, request, project_pk: int):
         project = get_project(request.user, project_pk)
-        runs.reap_stale_runs(project=project)
         queryset = FineTuneRun.objects.filter(project=project).select_related("result_model")[:100]
         return Response(FineTuneRunSerializer(queryset, many=True).data)
 
     def post(self, request, project_pk: int):
         project = get_project(request.user, project_pk)
-        payload = StartRunSerializer(data=request.data)
+        payload = StartRunSerializer(data=request.data, context={"project": project})
         payload.is_valid(raise_exception=True)
         try:
             run, created = runs.start_run(
@@ -170,9 +183,11 @@ class ProjectOCRAPI(APIView):
     """GET: the project's OCR settings and pre-annotation state (model, engine error, failed tasks).
 
     PATCH: change ``active_model`` (a registry model id, or null for the engine default),
-    ``preannotate`` or ``retrain_every`` (start a run every N new annotations; null: never).
+    ``preannotate`` or ``retrain_every`` (start a run every N new annotations; null: never);
+    ``regenerate_ml_token: true`` replaces the password of the project's HTTP ML backend credential.
     """
 
+    authentication_classes = api_authentication_classes()
     permission_classes = [IsAuthenticated]
 
     def get(self, request, project_pk: int):
@@ -182,10 +197,12 @@ class ProjectOCRAPI(APIView):
         from marker_ls_plugin.preannotation import project_config
 
         project = get_project(request.user, project_pk)
-        payload = ProjectOCRSettingsSerializer(data=request.data)
+        payload = ProjectOCRSettingsSerializer(data=request.data, context={"project": project})
         payload.is_valid(raise_exception=True)
         changes = dict(payload.validated_data)
         with transaction.atomic():
+            if changes.pop("regenerate_ml_token", False):
+                regenerate_ml_token(project)
             if "active_model" in changes:
                 runs.activate_model(project, changes.pop("active_model"))
             if changes:
@@ -204,6 +221,7 @@ class ProjectOCRAPI(APIView):
         statuses = TaskOCR.objects.filter(task__project=project)
         return {
             "project": project.pk,
+            "ml_backend_credential": ml_credential(config),
             "ocr_project": project_controls(project) is not None,
             "preannotate": config.preannotate,
             "active_model": config.active_model_id,
@@ -219,21 +237,32 @@ class ProjectOCRAPI(APIView):
         }
 
 
+def ml_credential(config) -> dict:
+    """The project's own Basic credential for ``/marker-ls/ml/``: it reaches this project only."""
+    return {"username": f"project-{config.project_id}", "password": config.ml_token}
+
+
+def regenerate_ml_token(project) -> None:
+    config, _ = ProjectConfig.objects.get_or_create(project=project)
+    config.ml_token = new_ml_token()
+    config.save(update_fields=["ml_token", "updated_at"])
+
+
 class RunAPI(APIView):
     """GET: one run with its progress, metrics and log tail."""
 
+    authentication_classes = api_authentication_classes()
     permission_classes = [IsAuthenticated]
 
     def get(self, request, pk: int):
         run = get_run(request.user, pk)
-        runs.reap_stale_runs(project=run.project)
-        run.refresh_from_db()
         return Response(FineTuneRunSerializer(run).data)
 
 
 class RunRetryAPI(APIView):
     """POST: start a new run with a failed or cancelled run's project, base model and configuration."""
 
+    authentication_classes = api_authentication_classes()
     permission_classes = [IsAuthenticated]
 
     def post(self, request, pk: int):
@@ -248,6 +277,7 @@ class RunRetryAPI(APIView):
 class RunCancelAPI(APIView):
     """POST: cancel a queued run now, or ask a running one to stop at its next step."""
 
+    authentication_classes = api_authentication_classes()
     permission_classes = [IsAuthenticated]
 
     def post(self, request, pk: int):

@@ -70,10 +70,14 @@ def migrate(env: dict[str, str]) -> None:
         raise RuntimeError(f"migrate failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
 
-def create_pg_test_database() -> str:
-    """A fresh database cloned from a migrated template (Label Studio's migrations take ~30 s)."""
+def create_pg_test_database(tag: str = "") -> str:
+    """A fresh database cloned from a migrated template (Label Studio's migrations take ~30 s).
+
+    ``tag`` names a further database of this session (a second server's); the pid stays last, so the
+    clean-up below recognises it as this process's once the process is gone.
+    """
     template = f"marker_ls_tmpl_{migrations_fingerprint()}"
-    name = f"marker_ls_test_{os.getpid()}"
+    name = f"marker_ls_test_{tag}{os.getpid()}"
     with pg_connect() as conn:
         names = [row[0] for row in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'marker_ls_%'")]
         for old in names:  # leftovers of crashed sessions and templates of older migrations
@@ -199,3 +203,46 @@ def label_studio():
         yield server
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def start_label_studio():
+    """Start further Label Studio servers: ``start(name, settings_module, env)``, each on its own PostgreSQL clone.
+
+    They are started the same way whatever the settings (``label-studio start``), so that two servers differ in
+    their settings module only; stopped by pid and their databases dropped at the end of the session.
+    """
+    if not pg_available():
+        message = f"PostgreSQL is required for a second Label Studio server but unreachable at {PG}"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    started: list[tuple[LabelStudio, str]] = []
+
+    def start(name: str, settings_module: str, extra_env: dict[str, str] | None = None) -> LabelStudio:
+        dbname = create_pg_test_database(f"{name}_")
+        data_dir = DATA / f"server-{name}"
+        port = free_port()
+        env = {**_clean_environ(), **pg_env(dbname), "DJANGO_SETTINGS_MODULE": settings_module,
+               "LABEL_STUDIO_USERNAME": LabelStudio.email, "LABEL_STUDIO_PASSWORD": LabelStudio.password,
+               "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir), **(extra_env or {})}
+        for quiet in ("SENTRY_DSN", "FRONTEND_SENTRY_DSN"):  # Label Studio's own settings default to live DSNs
+            env.setdefault(quiet, "")
+        env.setdefault("LATEST_VERSION_CHECK", "false")
+        env.setdefault("COLLECT_ANALYTICS", "false")
+        log_path = DATA / f"server-{name}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                [str(Path(PYTHON).parent / "label-studio"), "start", "--no-browser", "--port", str(port),
+                 "--internal-host", "127.0.0.1", "--data-dir", str(data_dir)],
+                env=env, cwd=DATA, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
+        started.append((server, dbname))
+        server.wait_until_up()
+        return server
+
+    yield start
+    for server, dbname in started:
+        stop_process(server.proc)
+        with pg_connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

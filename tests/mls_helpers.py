@@ -82,6 +82,8 @@ class LabelStudio:
             "csrfmiddlewaretoken": session.cookies.get("csrftoken", ""),
         })
         assert response.ok and "/user/login" not in response.url, response.text[-500:]
+        # As Label Studio's frontend does: the token from the cookie (rotated at login) on every unsafe request.
+        session.headers["X-CSRFToken"] = session.cookies.get("csrftoken", "")
         return session
 
     def log_tail(self) -> str:

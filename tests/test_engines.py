@@ -145,6 +145,22 @@ def test_get_engine_returns_the_loaded_rapidocr_once(rapidocr):
     assert rapidocr.version.startswith("rapidocr-3.")
 
 
+def test_rapidocr_reads_a_page_larger_than_it_works_at_in_that_pages_pixels(rapidocr):
+    from PIL import Image
+
+    assert rapidocr.max_page_side == rapidocr._ocr.max_side_len  # RapidOCR shrinks every page to this itself
+    page, truth = render_page(PAGE_A, (1000, 400), 30)
+    big = page.resize((6000, 2400), Image.Resampling.LANCZOS)
+
+    (result,) = rapidocr.recognize_pages([big])
+
+    assert (result.width, result.height) == (6000, 2400)
+    assert [line.text for line in result.lines] == PAGE_A
+    for line, polygon in zip(result.lines, truth, strict=True):
+        assert iou(line.polygon, [(x * 6, y * 6) for x, y in polygon]) > 0.5, line
+        assert_inside(line, 6000, 2400)
+
+
 def test_rapidocr_missing_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "rapidocr", None)  # what `import rapidocr` does when it is not installed
 
@@ -189,6 +205,23 @@ def test_surya_pages(surya):
         for line in result.lines:
             assert_inside(line, result.width, result.height)
             assert_plain_text(line)
+
+
+def test_surya_reads_a_huge_page_at_its_own_size_and_answers_in_the_pages_pixels(surya, monkeypatch):
+    from PIL import Image
+
+    seen = []
+    read = surya._recognize_pages
+    monkeypatch.setattr(surya, "_recognize_pages", lambda images: seen.extend(i.size for i in images) or read(images))
+    page = render_page(PAGE_A, (1000, 400), 30)[0].resize((10_000, 4000), Image.Resampling.BILINEAR)
+
+    (result,) = surya.recognize_pages([page])
+
+    assert seen == [(4096, 1638)] and surya.max_page_side == 4096
+    assert (result.width, result.height) == (10_000, 4000) and result.lines
+    for line in result.lines:
+        assert_inside(line, 10_000, 4000)
+    assert max(x for line in result.lines for x, _ in line.polygon) > 4096  # scaled back, not clipped
 
 
 def test_surya_regions(surya):
@@ -296,3 +329,93 @@ def test_surya_default_checkpoint_download_failure_is_wrapped(empty_surya_cache,
     with pytest.raises(EngineUnavailable, match="could not be downloaded from http://127.0.0.1") as error:
         SuryaEngine(device="cpu").load()
     assert "SURYA_RECOGNITION_CHECKPOINT" in str(error.value)
+
+
+# --- the per-process cache ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache_size():
+    """Set ENGINE_CACHE_SIZE for a test, starting from an empty cache."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    engines.clear_engines()
+    overrides = []
+
+    def set_size(size):
+        override = override_settings(MARKER_LS={**settings.MARKER_LS, "ENGINE_CACHE_SIZE": size})
+        override.enable()
+        overrides.append(override)
+
+    yield set_size
+    for override in reversed(overrides):
+        override.disable()
+    engines.clear_engines()
+
+
+def test_the_cache_keeps_the_most_recently_used_engines_and_frees_the_others(tiny_models, cache_size):
+    import weakref
+
+    cache_size(2)
+    first = get_engine("surya", **surya_options(tiny_models, max_tokens=3))
+    second = get_engine("surya", **surya_options(tiny_models, max_tokens=4))
+    assert get_engine("surya", **surya_options(tiny_models, max_tokens=3)) is first  # now the most recent
+    model = weakref.ref(second._recognition.foundation_predictor.model)
+    detector = weakref.ref(second._detection.model)
+
+    third = get_engine("surya", **surya_options(tiny_models, max_tokens=5))
+
+    assert engines.loaded_engines() == [first, third]
+    assert first.loaded and third.loaded and (first.loads, third.loads) == (1, 1)
+    assert not second.loaded and model() is None and detector() is None  # freed, not only forgotten
+    again = get_engine("surya", **surya_options(tiny_models, max_tokens=4))
+    assert again is not second and again.loads == 1 and engines.loaded_engines() == [third, again]
+    assert not first.loaded
+
+    page, truth = render_page(PAGE_B, (900, 300), 28)  # whoever kept an evicted engine still gets answers
+    assert len(first.recognize_regions(page, truth)) == len(truth)
+    assert not first.loaded and first.loads == 2
+
+
+def test_an_engine_released_while_reading_frees_its_models_when_the_call_returns(tiny_models):
+    engine = SuryaEngine(**surya_options(tiny_models))
+    engine.load()
+    reading, proceed = threading.Event(), threading.Event()
+    read = engine._recognize_regions
+
+    def slow_read(*args):
+        reading.set()
+        assert proceed.wait(60)
+        return read(*args)
+
+    engine._recognize_regions = slow_read
+    page, truth = render_page(PAGE_B, (900, 300), 28)
+    with ThreadPoolExecutor(1) as pool:
+        lines = pool.submit(engine.recognize_regions, page, truth)
+        assert reading.wait(60)
+        engine.release()  # does not wait for the call
+        assert engine.loaded
+        proceed.set()
+        assert len(lines.result(60)) == len(truth)
+    assert not engine.loaded and engine._recognition is None
+
+
+def test_drop_engine_frees_one_engine(tiny_models, cache_size):
+    cache_size(3)
+    kept = get_engine("surya", **surya_options(tiny_models, max_tokens=3))
+    dropped = get_engine("surya", **surya_options(tiny_models, max_tokens=4))
+
+    assert engines.drop_engine("surya", **surya_options(tiny_models, max_tokens=4))
+
+    assert engines.loaded_engines() == [kept] and not dropped.loaded
+    assert not engines.drop_engine("surya", **surya_options(tiny_models, max_tokens=4))
+
+
+@pytest.mark.parametrize("size", [0, -1, "2", 1.5, None])
+def test_a_bad_cache_size_names_the_setting(cache_size, size):
+    from django.core.exceptions import ImproperlyConfigured
+
+    cache_size(size)
+    with pytest.raises(ImproperlyConfigured, match=r"MARKER_LS\['ENGINE_CACHE_SIZE'\]"):
+        get_engine("rapidocr")

@@ -221,7 +221,7 @@ def test_killed_worker_fails_the_run_and_a_retry_succeeds(stack, http, project):
     os.killpg(worker.pid, signal.SIGKILL)  # the host dies: worker and its work horse
     os.kill(horse, signal.SIGKILL)
     worker.wait(10)
-    # the runs API reaps runs whose heartbeat stopped (6 s in tests)
+    # the server's periodic reaper fails runs whose heartbeat stopped (6 s in tests)
     run = wait_run(stack, http, run_id, {"failed"}, timeout=60)
     assert "no heartbeat" in run["error"] and run["result_model"] is None
     assert not (stack.models_dir / "recognition" / f"project-{project}-run-{run_id}").exists()

@@ -14,7 +14,7 @@ from django.test import override_settings
 from mls_factories import make_project
 from PIL import Image
 
-from marker_ls_plugin.ocr.images import load_task_image, open_image, read_task_image_bytes
+from marker_ls_plugin.ocr.images import load_task_image, open_image, open_page, read_task_image_bytes
 from marker_ls_plugin.ocr.types import ImageError
 
 LIMIT = 178_956_970  # Pillow's own hard limit, 2 * PIL.Image.MAX_IMAGE_PIXELS
@@ -225,3 +225,40 @@ def test_external_urls_are_not_fetched(task, url):
 def test_other_values_are_refused(task, url):
     with pytest.raises(ImageError):
         read_task_image_bytes(task, url)
+
+
+# --- pages shrunk to what an engine reads ------------------------------------------------------------
+
+
+def test_open_page_shrinks_to_the_longer_side_and_gives_the_full_upright_size():
+    stored = Image.new("RGB", (3000, 1200), (255, 255, 255))
+    stored.paste((255, 0, 0), (0, 0, 600, 600))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turn 90° clockwise: upright it is 1200 wide, 3000 high
+    for fmt, params in (("PNG", {}), ("JPEG", {"exif": exif, "quality": 95})):
+        page, size = open_page(encode(stored, fmt, **params), max_pixels=LIMIT, max_side=1000)
+        turned = fmt == "JPEG"
+        assert size == ((1200, 3000) if turned else (3000, 1200))
+        assert page.mode == "RGB" and page.size == ((400, 1000) if turned else (1000, 400))
+        red = page.getpixel((370, 30) if turned else (30, 30))
+        assert red[0] > 200 and red[1] < 60, (fmt, red)
+    small, size = open_page(encode(noise(50, 40)), max_pixels=LIMIT, max_side=1000)
+    assert small.size == size == (50, 40)
+
+
+def test_shrinking_keeps_thin_strokes_and_transparency_white():
+    line = Image.new("1", (2000, 400), 1)
+    line.paste(0, (0, 200, 2000, 202))  # a 2-pixel black rule
+    shrunk = open_page(encode(line), max_pixels=LIMIT, max_side=500)[0]
+    assert min(shrunk.getpixel((250, y))[0] for y in range(45, 56)) < 200  # averaged, not dropped
+
+    clear = Image.new("RGBA", (2000, 400), (0, 0, 0, 0))
+    clear.paste((0, 0, 0, 255), (0, 200, 2000, 240))
+    shrunk = open_page(encode(clear), max_pixels=LIMIT, max_side=500)[0]
+    assert shrunk.getpixel((250, 10)) == (255, 255, 255) and shrunk.getpixel((250, 55))[0] < 60
+
+
+def test_a_huge_jpeg_is_decoded_at_a_fraction_of_its_size():
+    big = encode(Image.new("RGB", (8000, 6000), (250, 250, 250)), "JPEG", quality=80)
+    page, size = open_page(big, max_pixels=LIMIT, max_side=1000)
+    assert size == (8000, 6000) and page.size == (1000, 750)

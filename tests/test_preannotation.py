@@ -117,3 +117,26 @@ def test_queued_jobs_leave_annotated_tasks_alone_unless_forced():
     assert set(Prediction.objects.filter(task__project=project).values_list("task_id", flat=True)) == {fresh.pk}
     # the Data Manager action forces; Label Studio's own requests (connector) ask for any task
     assert preannotate(project.pk, [annotated.pk], True)["predicted"] == 1
+
+
+def test_activating_another_model_frees_the_engine_of_the_one_no_project_uses(tiny_models):
+    from marker_ls_plugin import runs
+    from marker_ls_plugin.ocr import engines
+
+    old = OCRModel.objects.create(name="tiny-old", engine="surya", checkpoint=str(tiny_models["recognition"]))
+    new = OCRModel.objects.create(name="tiny-new", engine="surya", checkpoint=str(tiny_models["recognition"]) + "/")
+    first, second = ocr_project("evict first"), ocr_project("evict second")
+    for project in (first, second):
+        runs.activate_model(project, old)
+    with override_settings(MARKER_LS={"SURYA_DETECTION_CHECKPOINT": str(tiny_models["detection"]),
+                                      "TORCH_DEVICE": "cpu", "REPREDICT_ON_ACTIVATE": False}):
+        task = upload_task(first)
+        assert preannotate_tasks(first.pk, [task.pk], force=True)["predicted"] == 1
+        choice = model_choice(first)
+        engine = engines.get_engine(choice.engine, **choice.options)
+        assert engine.loaded
+
+        runs.activate_model(first, new)  # the second project still reads with the old model
+        assert engine.loaded and engine in engines.loaded_engines()
+        runs.activate_model(second, new)
+        assert not engine.loaded and engine not in engines.loaded_engines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -104,8 +105,10 @@ def test_admin_edits_the_settings_and_activates_through_runs(project, monkeypatc
     page = f"/admin/marker_ls_plugin/ocrproject/{project.pk}/change/"
     response = client.get(page)
     assert response.status_code == 200 and b"retrain_every" in response.content
+    token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', response.content).group(1).decode()
     prefix = "marker_ls_config"
     response = client.post(page, {
+        "csrfmiddlewaretoken": token,  # checked although Label Studio's middleware turns CSRF off
         f"{prefix}-TOTAL_FORMS": "1", f"{prefix}-INITIAL_FORMS": "0", f"{prefix}-MIN_NUM_FORMS": "0",
         f"{prefix}-MAX_NUM_FORMS": "1", f"{prefix}-0-project": str(project.pk),
         f"{prefix}-0-active_model": str(model.pk), f"{prefix}-0-preannotate": "on", f"{prefix}-0-retrain_every": "40",

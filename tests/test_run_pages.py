@@ -5,7 +5,9 @@ make Django's test client log-in unusable here.)"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import Http404
+from django.middleware.csrf import get_token
 from django.test import RequestFactory
 from mls_factories import make_project, make_user
 
@@ -50,6 +52,10 @@ class Browser:
     def post(self, view, pk: int):
         request = self.factory.post("/")
         request.user = self.user
+        # What a browser sends from the page's form: the CSRF cookie, and the token that matches it.
+        page = self.factory.get("/")
+        request.META["HTTP_X_CSRFTOKEN"] = get_token(page)
+        request.COOKIES[settings.CSRF_COOKIE_NAME] = page.META["CSRF_COOKIE"]
         try:
             return view(request, pk)
         except Http404:

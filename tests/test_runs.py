@@ -1,17 +1,25 @@
-"""Run operations that need no worker: Redis down, orphaned embedded runs, cancel rules."""
+"""Run operations that need no worker: Redis down or hanging, orphaned embedded runs, cancel rules, the reaper."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 from mls_factories import make_project
-from mls_helpers import free_port
+from mls_helpers import free_port, wait_for
+from projects.models import Project
+from tasks.models import Task
 
 from marker_ls_plugin import runs
-from marker_ls_plugin.models import FineTuneRun
+from marker_ls_plugin.models import FineTuneRun, ProjectConfig
+from marker_ls_plugin.preannotation import sweep
 
 
 def test_redis_down_keeps_the_run_with_a_clear_reason():
@@ -60,3 +68,96 @@ def test_finished_runs_cannot_be_cancelled_or_finished_again():
     assert run.status == "succeeded" and not run.cancel_requested
     assert runs.finish(run, FineTuneRun.Status.FAILED, error="late") is False
     assert run.status == "succeeded" and run.error == ""
+
+
+@contextmanager
+def hanging_redis():
+    """A listening socket that accepts connections and never answers: a Redis that hangs, not one that refuses."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0", accepted
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
+
+
+def run_with_redis(url: str, code: str) -> list[str]:
+    """Run ``code`` in a process configured with Redis at ``url`` (django-rq reads RQ_QUEUES once, at import)."""
+    env = {**os.environ, "MARKER_LS_REDIS_URL": url}
+    result = subprocess.run([sys.executable, "-c", "import django; django.setup()\n" + code], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip().splitlines()[-1].split("|")
+
+
+def test_redis_that_hangs_fails_a_run_start_within_seconds():
+    code = (
+        "import time; from mls_factories import make_project; from marker_ls_plugin import runs\n"
+        "started = time.monotonic(); run, created = runs.start_run(make_project('redis hangs'))\n"
+        "print(run.pk, created, run.status, round(time.monotonic() - started, 1), run.error, sep='|')\n"
+    )
+    with hanging_redis() as (url, accepted):
+        pk, created, status, seconds, error = run_with_redis(url, code)
+        assert accepted, "the client never connected: this would test a refusing Redis, not a hanging one"
+    assert created == "True" and status == "failed" and float(seconds) < 15
+    assert error.startswith("could not be queued: cannot reach Redis for queue 'marker_ls_training'")
+    assert "Timeout" in error
+    assert FineTuneRun.objects.get(pk=int(pk)).error == error
+
+
+def test_an_import_while_redis_hangs_keeps_its_tasks_for_the_sweep(redis_url):
+    code = (
+        "import time; from django.db import transaction; from tasks.models import Task\n"
+        "from mls_factories import make_project; from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG\n"
+        "project = make_project('import while redis hangs'); project.label_config = OCR_PRESET_CONFIG\n"
+        "project.save(); started = time.monotonic()\n"
+        "with transaction.atomic():\n"
+        "    for i in range(3):\n"
+        "        Task.objects.create(project=project, data={'image': f'/data/upload/{i}.png'})\n"
+        "print(project.pk, round(time.monotonic() - started, 1), sep='|')\n"
+    )
+    with hanging_redis() as (url, accepted):
+        project_pk, seconds = run_with_redis(url, code)
+        assert accepted
+    assert float(seconds) < 12  # one timeout: after it, the other tasks' enqueues fail at once
+    project = Project.objects.get(pk=int(project_pk))
+    assert Task.objects.filter(project=project).count() == 3
+    error = ProjectConfig.objects.get(project=project).engine_error
+    assert "pre-annotation could not be queued" in error and "Timeout" in error
+    assert sweep(project) == 3  # with Redis back, the sweep queues what the import could not
+
+
+@pytest.fixture
+def background_reaper():
+    from marker_ls_plugin import queues, reaper
+
+    yield queues
+    reaper.stop_reaper()
+    executor = queues._executors.pop("marker_ls_reaper_test", None)
+    if executor is not None:
+        executor.shutdown()
+
+
+def test_the_embedded_executor_reaps_dead_runs_periodically(background_reaper):
+    project = make_project("embedded reaper")
+    dead = FineTuneRun.objects.create(project=project, status="running", queue_backend="embedded",
+                                      heartbeat_at=timezone.now() - timedelta(minutes=5), job_id="embedded:1:dead")
+    background_reaper.get_embedded_executor("marker_ls_reaper_test")
+    wait_for(lambda: FineTuneRun.objects.get(pk=dead.pk).status == "failed", 20, message="the periodic reap")
+    assert "no heartbeat" in FineTuneRun.objects.get(pk=dead.pk).error

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 from mls_factories import make_project
 from mls_helpers import wait_for
 
 from marker_ls_plugin import runs
 from marker_ls_plugin.conf import queue_backend
 from marker_ls_plugin.models import FineTuneRun
+from marker_ls_plugin.queues import enqueue, job_id_for, job_status
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 
@@ -92,9 +97,10 @@ def test_killed_worker_leaves_a_failed_run(start_worker):
     os.kill(horse_pid, signal.SIGKILL)
     worker.wait(10)
     assert reload(run).status == "running"
-    # Nothing reports for HEARTBEAT_TIMEOUT (6 s in tests); reaping then fails the run.
-    wait_for(lambda: runs.reap_stale_runs(project=project), 20, interval=0.5, message="the run to be reaped")
-    assert reload(run).status == "failed"
+    # Nothing reports for HEARTBEAT_TIMEOUT (6 s in tests); the next worker's periodic reaper then fails the run,
+    # with no request and no `marker-ls reap` involved.
+    start_worker()
+    wait_status(run, {"failed"}, timeout=60)
     assert "no heartbeat" in run.error and "killed" in run.error
     # The project is free again.
     again, created = runs.start_run(project)
@@ -141,3 +147,44 @@ def test_invalid_config_writes_nothing():
     with pytest.raises(ValueError, match="unknown training arguments: nonsense"):
         runs.start_run(project, config={"nonsense": 1})
     assert not FineTuneRun.objects.filter(project=project).exists()
+
+
+def aged(run: FineTuneRun, seconds: int = 60) -> FineTuneRun:
+    """The run as if created ``seconds`` ago: past the grace its job has to appear in Redis."""
+    FineTuneRun.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(seconds=seconds))
+    return reload(run)
+
+
+def test_queued_run_whose_job_never_reached_redis_is_failed_by_marker_ls_reap():
+    # A server that died between recording the run and queuing its job: the row, no job.
+    project = make_project("rq lost job")
+    lost = aged(FineTuneRun.objects.create(project=project, queue_backend="rq", job_id=job_id_for("run")))
+    young = FineTuneRun.objects.create(project=make_project("rq young"), queue_backend="rq", job_id=job_id_for("run"))
+    aged(young, -300)  # created just before the reap, however long the reap's process takes to start
+    queued, _ = runs.start_run(make_project("rq queued job"))
+    aged(queued)
+    result = subprocess.run([sys.executable, "-m", "marker_ls_plugin.cli", "reap"], env=dict(os.environ),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"run {lost.pk}: its job {lost.job_id} is not in Redis" in result.stdout
+    assert reload(lost).status == "failed" and "start the run again" in lost.error
+    assert reload(young).status == "queued"  # its job may still be on its way
+    assert reload(queued).status == "queued"  # its job is waiting for a worker
+    # The project is free again.
+    again, created = runs.start_run(project)
+    assert created
+    for run in (again, young, queued):
+        runs.cancel_run(run)
+
+
+def test_queued_run_whose_job_failed_before_it_started_is_failed(start_worker):
+    project = make_project("rq job broken")
+    run = FineTuneRun.objects.create(project=project, queue_backend="rq", job_id=job_id_for("run"))
+    aged(run, -300)  # young however long the worker takes
+    enqueue("marker_ls_plugin.no_such_module.execute_run", run.pk, queue="marker_ls_training", job_id=run.job_id)
+    start_worker("--burst").wait(60)
+    assert job_status(run.job_id, "marker_ls_training") == "failed"
+    assert runs.reap_stale_runs(project=project) == []  # too young: a worker may still take it
+    aged(run)
+    assert [r.pk for r in runs.reap_stale_runs(project=project)] == [run.pk]
+    assert reload(run).status == "failed" and f"its job {run.job_id} failed before the run started" in run.error

@@ -32,8 +32,18 @@ def test_queues_follow_the_redis_url():
     config = get_config()
     assert config["REDIS_URL"] == os.environ["MARKER_LS_REDIS_URL"]
     for queue in (config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]):
-        assert settings.RQ_QUEUES[queue]["URL"] == config["REDIS_URL"]
+        # With timeouts on every Redis call: a Redis that hangs must not hang requests (tests/test_runs.py).
+        assert settings.RQ_QUEUES[queue]["URL"] == f"{config['REDIS_URL']}?socket_connect_timeout=5&socket_timeout=5"
     assert queue_backend() == "rq"
+
+
+def test_redis_timeouts_set_in_the_url_win():
+    from marker_ls_plugin.settings import _with_redis_timeouts
+
+    assert _with_redis_timeouts("redis://:pw@host:6380/2?socket_timeout=30") == \
+        "redis://:pw@host:6380/2?socket_timeout=30&socket_connect_timeout=5"
+    assert _with_redis_timeouts("unix:///run/redis.sock?db=1") == \
+        "unix:///run/redis.sock?db=1&socket_connect_timeout=5&socket_timeout=5"
 
 
 def test_defaults_merge_with_user_settings_and_cache_clears():

@@ -23,6 +23,7 @@ from marker_ls_plugin.dataset.crops import CropPlan, SkippedRegion, cut, plan_cr
 from marker_ls_plugin.dataset.regions import Region, annotation_ordering, pair_regions
 from marker_ls_plugin.dataset.sources import AnnotatedTask, Source
 from marker_ls_plugin.ocr.labeling import controls_from_config
+from marker_ls_plugin.ocr.labeling import data_image_url as image_url  # noqa: F401  (remote.py imports it here)
 
 SPLIT_RULE = "val if int(sha256(f'{seed}:{task}:{region}')[:16], 16) / 2**64 < val_fraction, else train"
 CONTENT_HASH_RULE = ("sha256 over the sha256(jsonl line + NUL + sha256(crop bytes)) of every line, tasks in id "
@@ -30,7 +31,6 @@ CONTENT_HASH_RULE = ("sha256 over the sha256(jsonl line + NUL + sha256(crop byte
 # Bump when crops of the same inputs would come out different, so that re-exports do not reuse old files.
 CROP_VERSION = "1"
 _CROP_NAME = re.compile(r"[0-9a-f]{24}\.png")
-UNDEFINED_KEY = "$undefined$"  # Label Studio's settings.DATA_UNDEFINED_NAME, a constant there
 
 Progress = Callable[[int, int], None]
 
@@ -129,12 +129,6 @@ def export_from_source(source: Source, output_dir: str, *, labels: list[str] | N
     }
     _write_atomic(Path(output_dir) / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
-
-
-def image_url(data: dict[str, Any], image_key: str) -> Any:
-    """The image URL in a task's data. Storage sync with a single-input config stores it under Label Studio's
-    placeholder key (``settings.DATA_UNDEFINED_NAME``); its API shows it under the config's key."""
-    return data.get(image_key) or data.get(UNDEFINED_KEY)
 
 
 def _export_task(writer: _Writer, item: AnnotatedTask, regions: list[Region], image_key: str,

@@ -1,4 +1,4 @@
-"""OCR engines (surya, RapidOCR) behind one interface, loaded lazily and once per process.
+"""OCR engines (surya, RapidOCR) behind one interface, loaded lazily and once per process, a few at a time.
 
 Importing this module imports neither torch nor surya nor rapidocr: they are imported when a model loads.
 Images given to an engine are taken as they are (already EXIF-upright); polygons are pixel coordinates in them.
@@ -7,12 +7,16 @@ Images given to an engine are taken as they are (already EXIF-upright); polygons
 from __future__ import annotations
 
 import abc
+import contextlib
+import gc
 import importlib.metadata
 import math
 import os
 import re
+import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .types import EngineUnavailable, ImageError, OCRLine, PageOCR, Point
@@ -21,7 +25,8 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-__all__ = ["ENGINES", "Engine", "RapidOCREngine", "SuryaEngine", "clear_engines", "get_engine"]
+__all__ = ["ENGINES", "Engine", "RapidOCREngine", "SuryaEngine", "clear_engines", "drop_engine", "get_engine",
+           "loaded_engines"]
 
 Polygon = Sequence[Sequence[float]]
 
@@ -33,10 +38,13 @@ class Engine(abc.ABC):
     """
 
     name: ClassVar[str]
+    # Whether reading several pages in one call is faster than one at a time (batches on the device).
+    batches_pages: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.loads = 0  # how many times this engine has loaded its models; get_engine keeps it at 1
         self._loaded = False
+        self._released = False
         self._lock = threading.RLock()
 
     @property
@@ -52,14 +60,58 @@ class Engine(abc.ABC):
                 self._loaded = True
                 self.loads += 1
 
-    def recognize_pages(self, images: Sequence[Image.Image]) -> list[PageOCR]:
-        """Find and read the text lines of each image, batched over the list."""
-        rgb = [_to_rgb(image) for image in images]
-        if not rgb:
-            return []
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def release(self) -> None:
+        """Free the models: now, or when the call in progress in another thread returns.
+
+        A released engine still answers (it loads again for the call and frees after), so a caller that kept
+        it never fails; the cache hands out a fresh one instead.
+        """
+        self._released = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._unload_if_released()
+            finally:
+                self._lock.release()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
         with self._lock:
             self.load()
-            return self._recognize_pages(rgb)
+            try:
+                yield
+            finally:
+                self._unload_if_released()
+
+    def _unload_if_released(self) -> None:
+        if self._released and self._loaded:
+            self._unload()
+            self._loaded = False
+            _free_memory()
+
+    def recognize_pages(self, images: Sequence[Image.Image]) -> list[PageOCR]:
+        """Find and read the text lines of each image, batched over the list.
+
+        A page larger than the engine reads (``max_page_side``) is shrunk first; its lines come back in the
+        pixels of the image given.
+        """
+        from marker_ls_plugin.ocr.images import shrink
+
+        limit = self.max_page_side
+        rgb = [_to_rgb(shrink(image, limit)) for image in images]
+        if not rgb:
+            return []
+        with self._in_use():
+            pages = self._recognize_pages(rgb)
+        return [rescale_page(page, image.width, image.height) for page, image in zip(pages, images, strict=True)]
+
+    @property
+    def max_page_side(self) -> int | None:
+        """The longest side, in pixels, of a page this engine reads at full resolution; None: no limit."""
+        return None
 
     def recognize_regions(self, image: Image.Image, polygons: Sequence[Polygon]) -> list[OCRLine]:
         """Read the text inside each polygon, in order; one line per polygon, polygons clipped to the image.
@@ -71,8 +123,7 @@ class Engine(abc.ABC):
         lines = [OCRLine(polygon, "", 0.0) for polygon in clipped]
         todo = [i for i, polygon in enumerate(clipped) if _area(polygon) >= 1.0]
         if todo:
-            with self._lock:
-                self.load()
+            with self._in_use():
                 found = self._recognize_regions(rgb, [clipped[i] for i in todo])
             for i, line in zip(todo, found, strict=True):
                 lines[i] = line
@@ -83,8 +134,7 @@ class Engine(abc.ABC):
         rgb = [_to_rgb(image) for image in images]
         if not rgb:
             return []
-        with self._lock:
-            self.load()
+        with self._in_use():
             return self._read_lines(rgb)
 
     def _read_lines(self, images: list[Image.Image]) -> list[OCRLine]:
@@ -92,6 +142,10 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def _load(self) -> None: ...
+
+    @abc.abstractmethod
+    def _unload(self) -> None:
+        """Drop every reference to the loaded models (the memory goes with the last reference)."""
 
     @abc.abstractmethod
     def _recognize_pages(self, images: list[Image.Image]) -> list[PageOCR]: ...
@@ -107,6 +161,7 @@ class Engine(abc.ABC):
 
 # --- surya ---------------------------------------------------------------------------------------------------------
 
+SURYA_MAX_PAGE_SIDE = 4096
 SURYA_SETTING = {"recognition": "SURYA_RECOGNITION_CHECKPOINT", "detection": "SURYA_DETECTION_CHECKPOINT"}
 # Formatting tags surya writes into line text; the plugin trains on and annotates plain text.
 _FORMATTING_TAG = r"</?(?:b|i|u|sup|sub)>|<br\s*/?>"
@@ -181,6 +236,17 @@ class SuryaEngine(Engine):
         detector.disable_tqdm = True
         self._detection_batch = settings.DETECTOR_BATCH_SIZE or DetectionPredictor.default_batch_sizes.get(kind, 8)
         self._detection = detector
+
+    def _unload(self) -> None:
+        self._detection = self._recognition = None
+
+    @property
+    def max_page_side(self) -> int:
+        # Detection sees a page at its processor's width (1200 px for surya's checkpoint) and recognition scales
+        # every line down to at most 1024x512 pixels (its ocr task's img_size); pages at 192 DPI, what surya
+        # reads lines at, are about 1600x2100. Above 4096 px surya would only hold more pixels (it turns the
+        # whole page into float32: 12 bytes a pixel) to read lines it scales down anyway.
+        return SURYA_MAX_PAGE_SIDE
 
     def _attach(self, foundation: Any, device: str) -> None:
         from surya.recognition import RecognitionPredictor
@@ -300,10 +366,14 @@ def _surya_checkpoint(checkpoint: str | None, default: str, kind: str) -> str:
 # --- RapidOCR ------------------------------------------------------------------------------------------------------
 
 
+RAPIDOCR_MAX_PAGE_SIDE = 2000
+
+
 class RapidOCREngine(Engine):
     """RapidOCR 3.x on onnxruntime with the PP-OCR models inside its wheel: fully offline, CPU, not trainable."""
 
     name = "rapidocr"
+    batches_pages = False  # it reads the pages of a call one after another
 
     def __init__(self) -> None:
         super().__init__()
@@ -329,6 +399,14 @@ class RapidOCREngine(Engine):
         ocr(blank, use_det=True, use_cls=False, use_rec=False)
         ocr(blank, use_det=False, use_cls=False, use_rec=True)
         self._ocr = ocr
+
+    def _unload(self) -> None:
+        self._ocr = None
+
+    @property
+    def max_page_side(self) -> int:
+        # RapidOCR shrinks every page to Global.max_side_len (2000) before detecting and crops lines from that.
+        return RAPIDOCR_MAX_PAGE_SIDE
 
     def _recognize_pages(self, images: list[Image.Image]) -> list[PageOCR]:
         pages = []
@@ -397,6 +475,28 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def rescale_page(page: PageOCR, width: int, height: int) -> PageOCR:
+    """``page`` found on a resized copy, in the pixels of the ``width`` x ``height`` image it was made from."""
+    if (page.width, page.height) == (width, height):
+        return page
+    sx, sy = width / page.width, height / page.height
+    lines = [OCRLine(_clip([(x * sx, y * sy) for x, y in line.polygon], width, height), line.text, line.confidence)
+             for line in page.lines]
+    return PageOCR(width, height, lines)
+
+
+def _free_memory() -> None:
+    """Return a released model's memory now: cycles in torch modules keep it until a collection, the C heap
+    keeps freed pages, and CUDA's caching allocator keeps freed blocks from other processes until emptied."""
+    from marker_ls_plugin.ocr.memory import return_freed_memory
+
+    gc.collect()
+    return_freed_memory()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def _clip(polygon: Polygon, width: int, height: int) -> list[Point]:
     points = [(float(p[0]), float(p[1])) for p in polygon]
     if len(points) < 3 or not all(math.isfinite(v) for p in points for v in p):
@@ -425,39 +525,83 @@ def _confidence(value: Any) -> float:
 
 ENGINES: dict[str, Callable[..., Engine]] = {"surya": SuryaEngine, "rapidocr": RapidOCREngine}
 
-_engines: dict[tuple, Engine] = {}
+_engines: OrderedDict[tuple, Engine] = OrderedDict()  # least recently used first
 _key_locks: dict[tuple, threading.Lock] = {}
 _cache_lock = threading.Lock()
+
+
+def engine_key(name: str, **options: Any) -> tuple:
+    """What identifies a loaded engine: its name and the options that are set."""
+    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items() if v is not None}
+    return name, tuple(sorted(options.items()))
 
 
 def get_engine(name: str, **options: Any) -> Engine:
     """The loaded engine for ``name`` and ``options``, built and loaded once per process (thread-safe).
 
     Options that are None are left out, so ``get_engine("surya")`` and ``get_engine("surya", device=None)`` share
-    one engine. A failed load (EngineUnavailable) is not cached: the next call tries again.
+    one engine. A failed load (EngineUnavailable) is not cached: the next call tries again. At most
+    ``ENGINE_CACHE_SIZE`` engines stay loaded; loading one more frees the least recently used.
     """
     if name not in ENGINES:
         raise ValueError(f"unknown OCR engine {name!r}; known engines: {', '.join(sorted(ENGINES))}")
-    options = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in options.items() if v is not None}
-    key = (name, tuple(sorted(options.items())))
+    from marker_ls_plugin.conf import positive_int
+
+    size = positive_int("ENGINE_CACHE_SIZE")
+    key = engine_key(name, **options)
     with _cache_lock:
         engine = _engines.get(key)
         if engine is not None:
+            _engines.move_to_end(key)
             return engine
         key_lock = _key_locks.setdefault(key, threading.Lock())
     with key_lock:  # one loader per key; other keys load in parallel
         with _cache_lock:
             engine = _engines.get(key)
         if engine is None:
-            engine = ENGINES[name](**options)
+            engine = ENGINES[name](**dict(key[1]))
             engine.load()
             with _cache_lock:
                 _engines[key] = engine
+                evicted = _evict(size)
+            for old in evicted:
+                old.release()
     return engine
 
 
-def clear_engines() -> None:
-    """Forget every cached engine (tests; after a new model is activated). Their memory goes with the last user."""
+def _evict(size: int) -> list[Engine]:
+    """Take the least recently used engines out of the cache until ``size`` are left (caller holds the lock)."""
+    evicted = []
+    while len(_engines) > size:
+        key, engine = _engines.popitem(last=False)
+        _key_locks.pop(key, None)
+        evicted.append(engine)
+    return evicted
+
+
+def drop_engine(name: str, **options: Any) -> bool:
+    """Free the engine for ``name`` and ``options`` if this process holds it (e.g. a model no longer active)."""
+    key = engine_key(name, **options)
     with _cache_lock:
+        engine = _engines.pop(key, None)
+        if engine is None:
+            return False
+        _key_locks.pop(key, None)
+    engine.release()
+    return True
+
+
+def loaded_engines() -> list[Engine]:
+    """The engines this process holds, least recently used first."""
+    with _cache_lock:
+        return list(_engines.values())
+
+
+def clear_engines() -> None:
+    """Free every cached engine (tests; a process giving its memory back)."""
+    with _cache_lock:
+        evicted = list(_engines.values())
         _engines.clear()
         _key_locks.clear()
+    for engine in evicted:
+        engine.release()

@@ -11,8 +11,9 @@ import warnings
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
+from marker_ls_plugin.ocr.memory import return_freed_memory
 from marker_ls_plugin.ocr.types import ImageError
 
 # Formats a browser shows in Label Studio's image tag. Others (EPS runs Ghostscript) are never opened.
@@ -20,10 +21,23 @@ FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 _CLOUD_SCHEMES = ("s3", "gs", "azure-blob")
 _LOOPBACK = ("localhost", "127.0.0.1", "::1", "[::1]")
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def load_task_image(task: Any, image_key: str, *, max_pixels: int) -> Image.Image:
-    """The upright RGB image named by ``task.data[image_key]``.
+    """The upright RGB image named by ``task.data[image_key]``."""
+    return open_image(read_task_image_bytes(task, task_image_url(task, image_key)), max_pixels=max_pixels)
+
+
+def load_task_page(task: Any, image_key: str, *, max_pixels: int,
+                   max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """The task's image as ``open_page`` gives it: shrunk to ``max_side``, and its full upright size."""
+    return open_page(read_task_image_bytes(task, task_image_url(task, image_key)), max_pixels=max_pixels,
+                     max_side=max_side)
+
+
+def task_image_url(task: Any, image_key: str) -> str:
+    """The URL in ``task.data[image_key]``.
 
     Storage sync with a single-input config stores the URL under Label Studio's placeholder key
     (``settings.DATA_UNDEFINED_NAME``, "$undefined$"); its API shows it under the config's key.
@@ -34,7 +48,7 @@ def load_task_image(task: Any, image_key: str, *, max_pixels: int) -> Image.Imag
     url = data.get(image_key) or data.get(getattr(settings, "DATA_UNDEFINED_NAME", "$undefined$"))
     if not url:
         raise ImageError(f"task {task.pk} has no '{image_key}' field in its data")
-    return open_image(read_task_image_bytes(task, url), max_pixels=max_pixels)
+    return url
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
@@ -43,20 +57,53 @@ def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
     The size is read from the header and checked against ``max_pixels`` before any pixel is decoded.
     Pillow's own process-wide limit (``PIL.Image.MAX_IMAGE_PIXELS``) is not what decides here.
     """
+    return open_page(data, max_pixels=max_pixels, max_side=None)[0]
+
+
+def open_page(data: bytes, *, max_pixels: int, max_side: int | None) -> tuple[Image.Image, tuple[int, int]]:
+    """Like ``open_image``, shrunk so that its longer side is at most ``max_side``; and its full upright size.
+
+    The full-size pixels are held only while decoding: a JPEG decodes at a fraction of its size (Pillow's
+    ``draft``), other formats are shrunk right after decoding and the full image dropped.
+    """
     image = _identify(data)
-    width, height = image.size
+    width, height, kind = image.width, image.height, image.format
     if width * height > max_pixels:
         raise ImageError(_too_large(width, height, max_pixels))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if max_side and kind == "JPEG":
+                image.draft(image.mode, _fit(width, height, max_side))  # decodes at 1/2, 1/4 or 1/8 when it can
             image.load()
-            upright = ImageOps.exif_transpose(image) or image
+            turned = image.getexif().get(ExifTags.Base.Orientation) in _QUARTER_TURNS
+            small = shrink(image, max_side)
+            if small is not image:
+                del image  # the full-size pixels go now, before the next copy
+                return_freed_memory()
+            upright = ImageOps.exif_transpose(small) or small
     except Image.DecompressionBombError as exc:  # a GIF frame larger than its header said
         raise ImageError(f"image frames are larger than {width}x{height}: {exc}") from exc
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"corrupt or truncated image ({image.format}: {exc})") from exc
-    return _to_rgb(upright)
+        raise ImageError(f"corrupt or truncated image ({kind}: {exc})") from exc
+    return _to_rgb(upright), ((height, width) if turned else (width, height))
+
+
+def shrink(image: Image.Image, max_side: int | None) -> Image.Image:
+    """``image`` scaled down so that its longer side is ``max_side`` (aspect kept); a smaller one as it is."""
+    if not max_side or max(image.size) <= max_side:
+        return image
+    if image.mode == "1":  # Pillow resizes 1-bit and palette images by nearest neighbour: strokes would break
+        image = image.convert("L")
+    elif image.mode not in ("L", "LA", "RGB", "RGBA"):
+        image = _to_rgb(image)
+    # reducing_gap: a cheap integer box reduction first, then Lanczos over the last factor of at most 3.
+    return image.resize(_fit(image.width, image.height, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _identify(data: bytes) -> Image.Image:

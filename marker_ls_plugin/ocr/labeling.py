@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 # The guide's enhanced OCR config: typed rectangles, each with its own required transcription.
 OCR_PRESET_CONFIG = """<View>
@@ -19,6 +19,8 @@ OCR_PRESET_CONFIG = """<View>
   <TextArea name="transcription" toName="image" editable="true" perRegion="true" displayMode="region-list"
             required="true"/>
 </View>"""
+
+UNDEFINED_KEY = "$undefined$"  # Label Studio's settings.DATA_UNDEFINED_NAME, a constant there
 
 RegionType = Literal["rectanglelabels", "polygonlabels", "rectangle", "polygon"]
 _REGION_TAGS = ("rectanglelabels", "polygonlabels", "rectangle", "polygon")
@@ -97,6 +99,15 @@ def _controls(image: ET.Element, region: ET.Element, textarea: ET.Element) -> OC
     return OCRControls(image=_attr(image, "name"), image_key=value[1:], region_control=_attr(region, "name"),
                        region_type=region_type, textarea=_attr(textarea, "name"), labels=labels,
                        default_label=default_label)
+
+
+def data_image_url(data: dict[str, Any], image_key: str) -> Any:
+    """The image URL in a task's data: the one rule, in-process, in the export and in the standalone backend.
+
+    Storage sync with a single-input config stores it under Label Studio's placeholder key
+    (``settings.DATA_UNDEFINED_NAME``); Label Studio's API shows it under the config's key.
+    """
+    return data.get(image_key) or data.get(UNDEFINED_KEY)
 
 
 def _tag(element: ET.Element) -> str:

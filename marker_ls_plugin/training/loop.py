@@ -31,20 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from marker_ls_plugin.training.config import TrainingArguments
+from marker_ls_plugin.training.config import FREEZE_GROUPS, TrainingArguments
 from marker_ls_plugin.training.metrics import LinePair, score, worst_lines
 
 TASK = "ocr_without_boxes"
 IGNORE = -100
-# Parameters each name in TrainingArguments.freeze covers. lm_head is tied to the token embeddings.
-FREEZE_GROUPS = {
-    "vision_encoder": ("vision_encoder.", "img_w_embed.", "img_h_embed."),
-    "decoder": ("decoder.",),
-    "embeddings": ("embedder.",),
-    "lm_head": ("lm_head.", "embedder.token_embed."),
-    "bbox_head": ("bbox_head.",),
-    "lookahead_heads": ("multi_output_projections.",),
-}
 METADATA_FILE = "marker_ls_model.json"
 
 
