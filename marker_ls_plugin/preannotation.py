@@ -35,8 +35,9 @@ class ModelChoice:
 
 
 def project_config(project: Project) -> ProjectConfig:
-    config, _ = ProjectConfig.objects.get_or_create(project=project)
-    return config
+    """The project's plugin settings; the defaults, unsaved, when it has none yet (reads never write)."""
+    return ProjectConfig.objects.filter(project=project).select_related("active_model").first() or \
+        ProjectConfig(project=project)
 
 
 def project_controls(project: Project) -> OCRControls | None:
@@ -97,6 +98,7 @@ def connect_ml_backend(project: Project):
 
     if project_controls(project) is None:
         return None
+    ProjectConfig.objects.get_or_create(project=project)  # its settings row, with its ML backend credential
     for backend in MLBackend.objects.filter(project=project):
         if is_in_process(backend.url):
             return backend

@@ -194,8 +194,6 @@ class ProjectOCRAPI(APIView):
         return Response(self.state(get_project(request.user, project_pk)))
 
     def patch(self, request, project_pk: int):
-        from marker_ls_plugin.preannotation import project_config
-
         project = get_project(request.user, project_pk)
         payload = ProjectOCRSettingsSerializer(data=request.data, context={"project": project})
         payload.is_valid(raise_exception=True)
@@ -206,7 +204,7 @@ class ProjectOCRAPI(APIView):
             if "active_model" in changes:
                 runs.activate_model(project, changes.pop("active_model"))
             if changes:
-                config = project_config(project)
+                config, _ = ProjectConfig.objects.get_or_create(project=project)
                 for name, value in changes.items():
                     setattr(config, name, value)
                 config.save(update_fields=[*changes, "updated_at"])
@@ -221,7 +219,7 @@ class ProjectOCRAPI(APIView):
         statuses = TaskOCR.objects.filter(task__project=project)
         return {
             "project": project.pk,
-            "ml_backend_credential": ml_credential(config),
+            "ml_backend_credential": None if config._state.adding else ml_credential(config),
             "ocr_project": project_controls(project) is not None,
             "preannotate": config.preannotate,
             "active_model": config.active_model_id,
