@@ -246,3 +246,23 @@ def start_label_studio():
         stop_process(server.proc)
         with pg_connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+@pytest.fixture
+def clone_database():
+    """``clone(tag)``: the environment of a fresh migrated PostgreSQL database for another process; dropped after."""
+    if not pg_available():
+        message = f"PostgreSQL is required but unreachable at {PG}"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    names: list[str] = []
+
+    def clone(tag: str) -> dict[str, str]:
+        names.append(create_pg_test_database(tag))
+        return pg_env(names[-1])
+
+    yield clone
+    with pg_connect() as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -10,61 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
-from mls_factories import make_project
+from mls_factories import LINES, SIZE, annotate, ocr_project, page_task, region, upload_task
 from mls_render import bbox, render_page
 from PIL import Image
-from tasks.models import Annotation, Task
+from tasks.models import Task
 
 from marker_ls_plugin.export import export_annotations_for_finetuning, split_of
-from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
 from marker_ls_plugin.ocr.results import rectangle_value
-
-SIZE = (900, 300)
-LINES = ["Hello world 123", "Second line here", "Third and last"]
-
-
-def ocr_project(title="export"):
-    project = make_project(title)
-    project.label_config = OCR_PRESET_CONFIG
-    project.save()
-    return project
-
-
-def upload_task(project, image=None, name="page.png", raw: bytes | None = None):
-    if raw is None:
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        raw = buffer.getvalue()
-    path = default_storage.save(f"upload/{project.pk}/{name}", ContentFile(raw))
-    return Task.objects.create(project=project, data={"image": f"/data/{path}"})
-
-
-def region(region_id, polygon, size=SIZE, label="Text", text="some text", **value_overrides):
-    """A region as Label Studio's editor saves it: rectanglelabels + per-region textarea sharing ``id``."""
-    geometry = {**rectangle_value(polygon, *size), **value_overrides}
-    common = {"id": region_id, "to_name": "image", "original_width": size[0], "original_height": size[1],
-              "image_rotation": 0, "origin": "manual"}
-    return [{**common, "from_name": "label", "type": "rectanglelabels",
-             "value": {**geometry, "rectanglelabels": [label]}},
-            {**common, "from_name": "transcription", "type": "textarea", "value": {**geometry, "text": [text]}}]
-
-
-def annotate(task, result, *, ground_truth=False, was_cancelled=False):
-    return Annotation.objects.create(task=task, project=task.project, result=result,
-                                     completed_by=task.project.created_by, was_cancelled=was_cancelled,
-                                     ground_truth=ground_truth)
-
-
-def page_task(project, name="page.png", lines=LINES, labels=None):
-    image, polygons = render_page(lines, size=SIZE, font_size=28)
-    task = upload_task(project, image, name)
-    result = []
-    for i, (text, polygon) in enumerate(zip(lines, polygons, strict=True)):
-        result += region(f"r{i}", polygon, label=(labels or ["Text"] * len(lines))[i], text=text)
-    annotation = annotate(task, result)
-    return task, annotation, image, polygons
 
 
 def read_lines(out: Path) -> list[dict]:

@@ -1,9 +1,10 @@
 """The package's declared dependencies are what it imports, and an install without extras can fine-tune.
 
 The install test does what docker/label-studio/Dockerfile does (no extras; surya-ocr with --no-deps), into a
-fresh virtual environment without the system's or this environment's packages, then trains a tiny
-real-architecture surya model with the package's training loop and scores it (jiwer). It installs from pip's
-cache and the configured index; torch is pinned first, as the Makefile does, so that no other build resolves.
+fresh virtual environment without the system's or this environment's packages, then runs the fine-tune job
+(export, training, jiwer scores, save, registration, activation) on a tiny real-architecture surya model.
+It installs from pip's cache and the configured index; torch is pinned first, as the Makefile does, so that no
+other build resolves.
 """
 
 from __future__ import annotations
@@ -73,28 +74,37 @@ def test_every_imported_distribution_is_a_runtime_dependency():
     assert "datasets" in _declared("extras_require")["hf"]
 
 
-TRAIN_SCRIPT = """
+# The fine-tune job itself (jobs.execute_run -> finetune.run_finetune: export, train, evaluate with jiwer, save,
+# register, activate), on a migrated PostgreSQL clone, in the clean environment.
+JOB_SCRIPT = """
 import json, sys, tempfile
 from pathlib import Path
 
 import marker_ls_plugin
 assert marker_ls_plugin.__file__.startswith(sys.prefix), marker_ls_plugin.__file__  # the installed copy
 
-import surya_tiny
-from mls_lines import TEXTS, render_line
+import django
+django.setup()
+from mls_factories import ocr_project, page_task
 
-import marker_ls_plugin.finetune  # the run function's module and what it imports at load
-from marker_ls_plugin.training import loop
+from marker_ls_plugin.jobs import execute_run
+from marker_ls_plugin.models import FineTuneRun
+from marker_ls_plugin.runs import active_model_for
 from marker_ls_plugin.training.config import TrainingArguments
 
-root = Path(tempfile.mkdtemp())
-checkpoint = str(surya_tiny.build_tiny_recognition(root / "recognition"))
-lines = [loop.Line(render_line(text), text, "Text", str(i)) for i, text in enumerate(TEXTS)]
-arguments = TrainingArguments(max_steps=2, per_device_train_batch_size=4, eval_steps=2, freeze=[],
-                              mixed_precision="no", seed=0)
-result = loop.train(checkpoint, lines, lines[:2], arguments, root / "out", None, device="cpu")
-print(json.dumps({"steps": result.steps, "cer": result.after.metrics["cer"], "wer": result.after.metrics["wer"],
-                  "saved": sorted(p.name for p in (root / "out").iterdir())}))
+project = ocr_project("clean install")
+for i in range(3):
+    page_task(project, name=f"page{i}.png")
+arguments = TrainingArguments.from_dict({"max_steps": 2, "per_device_train_batch_size": 2, "val_fraction": 0.5,
+                                         "freeze": [], "mixed_precision": "no", "eval_steps": 2})
+run = FineTuneRun.objects.create(project=project, config=arguments.to_dict(), queue_backend="rq", job_id="clean-1")
+status = execute_run(run.pk)
+run.refresh_from_db()
+model = run.result_model
+print(json.dumps({"status": status, "error": run.error, "step": run.step, "model": model.name,
+                  "after": model.headline_metrics, "active": active_model_for(project) == model,
+                  "log": run.log_tail[-600:],
+                  "saved": sorted(p.name for p in Path(model.checkpoint or "").iterdir()) if model.checkpoint else []}))
 """
 
 
@@ -109,7 +119,7 @@ def _run(command: list[str], timings: dict[str, float] | None = None, step: str 
 
 
 @pytest.mark.timeout(1200)
-def test_install_without_extras_fine_tunes_a_tiny_model(tmp_path):
+def test_install_without_extras_runs_the_fine_tune_job(tmp_path, clone_database):
     timings: dict[str, float] = {}
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], timings, "venv")  # no --system-site-packages
@@ -121,10 +131,21 @@ def test_install_without_extras_fine_tunes_a_tiny_model(tmp_path):
     installed = _run([python, "-m", "pip", "list", "--format=json"]).stdout
     assert not {p["name"].lower() for p in json.loads(installed)} & {"pytest", "ruff", "datasets", "playwright"}
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DJANGO", "VIRTUAL_ENV"))}
-    env["PYTHONPATH"] = str(ROOT / "tests")  # the tiny-model builder and line renderer only
-    out = _run([python, "-c", TRAIN_SCRIPT], timings, "fine-tune", cwd=tmp_path, env=env).stdout
+    import surya_tiny
+
+    checkpoint = surya_tiny.build_tiny_recognition(tmp_path / "tiny" / "recognition")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "MARKER_LS_"))}
+    env.update(clone_database("clean_"))
+    env.update({
+        "PYTHONPATH": str(ROOT / "tests"),  # the test factories and the page renderer only
+        "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "data"), "MARKER_LS_MODELS_DIR": str(tmp_path / "models"),
+        "MARKER_LS_RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune", "MARKER_LS_TORCH_DEVICE": "cpu",
+        "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT": str(checkpoint), "MARKER_LS_ENGINE": "rapidocr",
+        "MARKER_LS_ACTIVATION_MARGIN": "-1", "MARKER_LS_REPREDICT_ON_ACTIVATE": "false",
+    })
+    out = _run([python, "-c", JOB_SCRIPT], timings, "fine-tune job", cwd=tmp_path, env=env).stdout
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["steps"] == 2 and 0 <= result["cer"] and result["wer"] >= 0
+    assert (result["status"], result["error"], result["step"]) == ("succeeded", "", 2), result
+    assert "cer" in result["after"] and result["active"]  # scored with jiwer, registered, activated
     assert {"config.json", "model.safetensors", "marker_ls_model.json"} <= set(result["saved"])
-    print(f"clean install and tiny fine-tune, seconds per step: {timings}")
+    print(f"clean install and the tiny fine-tune job, seconds per step: {timings}")

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models.signals import post_save
 from django.test import override_settings
-from test_export import ocr_project, page_task
+from mls_factories import ocr_project, page_task
 
 from marker_ls_plugin import runs
 from marker_ls_plugin.jobs import RunCancelled, RunContext, execute_run
