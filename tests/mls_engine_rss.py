@@ -11,13 +11,7 @@ import json
 import os
 import sys
 
-
-def status_kb(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise LookupError(field)
+from mls_helpers import status_kb
 
 
 def main(cache_size: int, detection: str, recognitions: list[str]) -> dict:

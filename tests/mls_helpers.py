@@ -46,6 +46,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         pass
 
 
+def status_kb(field: str) -> int:
+    """A field of this process's /proc status in kB: ``VmRSS`` (resident now), ``VmHWM`` (its peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise LookupError(field)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
