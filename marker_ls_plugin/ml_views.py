@@ -27,15 +27,12 @@ from tasks.models import Task
 from marker_ls_plugin import ml_backend
 from marker_ls_plugin.conf import get_config
 from marker_ls_plugin.connector import load_task_dict_image, project_predictor
+from marker_ls_plugin.ml_backend import BadRequest  # one malformed-request error for the protocol
 from marker_ls_plugin.ocr.types import ImageError
 
 PROJECT_USER = re.compile(r"project-([1-9][0-9]{0,17})")
 PROJECT_UID = re.compile(r"([1-9][0-9]{0,17})(\.[0-9]*)?")  # Label Studio's "<id>.<created timestamp>"
 ROUTES_WITH_PROJECT = ("setup", "predict", "webhook", "train")
-
-
-class BadRequest(ValueError):
-    """A malformed body; the message says which field and what it must be."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +101,7 @@ def _project_id(value: Any, *, webhook: bool) -> int:
 
 
 def _check_predict(payload: dict) -> None:
-    try:
-        ml_backend.check_predict_payload(payload)  # the protocol's own rule, shared with the standalone service
-    except ml_backend.BadRequest as exc:
-        raise BadRequest(str(exc)) from exc
+    ml_backend.check_predict_payload(payload)  # the protocol's own rule, shared with the standalone service
     if not all(isinstance(task.get("id"), int) and not isinstance(task["id"], bool) for task in payload["tasks"]):
         raise BadRequest("'tasks' must be a list of task objects, each with an integer 'id' (tasks are read here)")
 
