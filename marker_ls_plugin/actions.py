@@ -9,15 +9,20 @@ all_permissions = AllPermissions()
 
 
 def marker_ls_preannotate(project, queryset, **kwargs):
-    """Re-run OCR pre-annotation on the selected tasks with the project's current model."""
-    from marker_ls_plugin.preannotation import project_controls, schedule
+    """Re-run OCR pre-annotation on the selected tasks with the project's current model.
+
+    ``async`` makes Label Studio's Data Manager say the action goes on in the background; ``detail`` says what.
+    """
+    from marker_ls_plugin.preannotation import project_controls, requeue
 
     if project_controls(project) is None:
         return {"processed_items": 0, "detail": "This project's labeling config has no Image, region and "
                                                 "per-region TextArea for OCR."}
-    ids = list(queryset.values_list("id", flat=True))
-    queued = schedule(project, ids, force=True)
-    return {"processed_items": queued, "detail": f"Queued {queued} tasks for Marker OCR pre-annotation."}
+    queued, skipped, version = requeue(project, list(queryset.values_list("id", flat=True)))
+    detail = f"Queued {queued} tasks for Marker OCR pre-annotation"
+    if skipped:
+        detail += f"; skipped {skipped} already predicted by {version} and unchanged since"
+    return {"processed_items": queued, "async": True, "detail": detail + "."}
 
 
 def register_actions() -> None:
@@ -28,7 +33,8 @@ def register_actions() -> None:
         permission=all_permissions.predictions_any,
         dialog={
             "title": "Pre-annotate with Marker OCR",
-            "text": "Run OCR on the selected tasks with the project's active model; each gets a new prediction.",
+            "text": "Run OCR on the selected tasks with the project's active model. A task changed since that "
+                    "model predicted it gets a new prediction in place of the old one; an unchanged one is skipped.",
             "type": "confirm",
         },
     )

@@ -134,6 +134,9 @@ class StartRunForm(forms.ModelForm):
                 runs.check_model_choice(project, base_model)
             except ValueError as exc:
                 self.add_error("base_model", f"{exc} for project {project.pk}'s organization")
+        if project is not None and not self.errors:
+            for problem in runs.training_problems(project, base_model, cleaned.get("config")):
+                self.add_error(None, problem)
         return cleaned
 
 
@@ -146,8 +149,9 @@ class FineTuneRunAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
     list_select_related = ("project", "base_model", "started_by")
     actions = ("cancel_runs",)
     readonly_fields = ("status", "trigger", "started_by", "dataset", "step", "total_steps", "epoch", "progress",
-                       "metrics", "log_tail", "error", "queue_backend", "job_id", "worker", "heartbeat_at",
-                       "cancel_requested", "created_at", "started_at", "finished_at", "result")
+                       "metrics", "log_tail", "error", "traceback", "retryable", "retry_of", "queue_backend",
+                       "job_id", "worker", "heartbeat_at", "cancel_requested", "created_at", "started_at",
+                       "finished_at", "result")
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
@@ -277,7 +281,11 @@ class OCRProjectAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
     @admin.action(description="Start a fine-tune run")
     def start_runs(self, request, queryset):
         for project in queryset:
-            run, created = runs.start_run(project, started_by=request.user, trigger=FineTuneRun.Trigger.ADMIN)
+            try:
+                run, created = runs.start_run(project, started_by=request.user, trigger=FineTuneRun.Trigger.ADMIN)
+            except runs.RunRefused as exc:
+                self.message_user(request, f"{project.title}: no run started: {exc}", messages.ERROR)
+                continue
             state = "started" if created else "already active"
             level = messages.SUCCESS if created else messages.WARNING
             self.message_user(request, f"{project.title}: run {run.pk} {state} ({run.status}).", level)

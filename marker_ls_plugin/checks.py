@@ -12,6 +12,7 @@ from importlib import metadata
 from django.core.checks import Error, Warning, register
 
 from marker_ls_plugin.conf import get_config, positive_int, queue_backend, unknown_keys
+from marker_ls_plugin.ocr.availability import ENGINE_CHOICES
 
 SURYA_VERSION = "0.17.1"
 
@@ -33,6 +34,12 @@ def check_configuration(app_configs=None, **kwargs):
     elif queue_backend() == "rq":
         messages.extend(_check_redis(config["REDIS_URL"]))
     messages.extend(_check_models_dir(config["MODELS_DIR"]))
+    if config["ENGINE"] not in ENGINE_CHOICES:
+        messages.append(
+            Error(f"MARKER_LS_ENGINE is {config['ENGINE']!r}.",
+                  hint=f"Set MARKER_LS_ENGINE to {', '.join(ENGINE_CHOICES)} (auto: surya when its weights are "
+                       "available, else rapidocr).", id="marker_ls.E006")
+        )
     if config["HEARTBEAT_TIMEOUT"] <= 2 * config["HEARTBEAT_INTERVAL"]:
         messages.append(
             Error("MARKER_LS['HEARTBEAT_TIMEOUT'] must be more than twice HEARTBEAT_INTERVAL.",

@@ -33,8 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "EMBEDDED_WORKERS": 1,
     # Lines kept in a run's log tail.
     "LOG_TAIL_LINES": 200,
-    # OCR engine when a project has no active model: "surya" or "rapidocr".
-    "ENGINE": "surya",
+    # OCR engine of projects with no active model and no engine of their own: "surya", "rapidocr", or "auto":
+    # surya when its weights are on this machine or can be downloaded, else rapidocr (decided once per process).
+    "ENGINE": "auto",
     # surya checkpoints: None uses surya's defaults (downloaded once into its cache), or a local directory.
     "SURYA_RECOGNITION_CHECKPOINT": None,
     "SURYA_DETECTION_CHECKPOINT": None,
@@ -56,6 +57,11 @@ DEFAULTS: dict[str, Any] = {
     "ACTIVATION_MARGIN": 0.005,
     # When a project's active model changes, queue predictions from it for the tasks nobody annotated yet.
     "REPREDICT_ON_ACTIVATE": True,
+    # A run of the built-in fine-tune (RUN_FUNCTION's default) is refused before it starts with fewer annotated
+    # lines than this in the training split ...
+    "MIN_TRAIN_LINES": 20,
+    # ... or than this in the validation split (what "before" and "after" CER are measured on).
+    "MIN_VAL_LINES": 5,
 }
 
 

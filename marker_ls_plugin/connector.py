@@ -10,9 +10,10 @@ Label Studio's own ``MLApi``, unchanged.
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 from django.conf import settings
+from django.urls import reverse
 
 from marker_ls_plugin import ml_backend
 
@@ -68,7 +69,18 @@ class InProcessMLApi:
         return self._result(ml_backend.health())
 
     def setup(self, project, *args, **kwargs):
-        return self._result({"model_version": project_predictor(project).version})
+        """The model_version of the project's engine; an error (the Model tab's state Error) when it cannot load."""
+        from marker_ls_plugin.ocr.availability import engine_problem
+        from marker_ls_plugin.preannotation import model_choice
+
+        choice = model_choice(project)
+        problem = engine_problem(choice.engine, choice.options)
+        if problem:
+            page = reverse("marker_ls_plugin:project", kwargs={"project_pk": project.pk})
+            host = (getattr(settings, "HOSTNAME", "") or "").rstrip("/")
+            return self._result(error=f"The OCR engine {choice.engine} cannot load: {problem} "
+                                      f"The project's OCR page: {host}{page}")
+        return self._result({"model_version": choice.version})
 
     def get_versions(self, project):
         from marker_ls_plugin.models import OCRModel
@@ -78,17 +90,87 @@ class InProcessMLApi:
         return self._result({"versions": list(dict.fromkeys(versions))})
 
     def make_predictions(self, tasks, project, context=None, **kwargs):
+        """Whole pages (Label Studio passes no ``context``), or the region an annotator just drew.
+
+        Interactive annotating always passes a ``context`` dict; its ``result`` holds the drawn region.
+        Failures come back as Label Studio's error result, whose text the editor shows the annotator.
+        """
+        from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
+
         tasks = list(tasks)
         try:
-            if (context or {}).get("result"):
-                response = ml_backend.predict(project_predictor(project), tasks, project.label_config, context,
-                                              load_task_dict_image)
-            else:
-                response = self._predict_and_store(project, tasks)
+            if context is None:
+                return self._result(self._predict_and_store(project, tasks))
+            if not context.get("result"):
+                raise ml_backend.BadRequest("the request carries no drawn region; draw a box or polygon on the "
+                                            "page with Auto-Annotation on")
+            return self._result(ml_backend.predict(project_predictor(project), tasks, project.label_config, context,
+                                                   load_task_dict_image))
+        except EngineUnavailable as exc:
+            message = f"Marker OCR could not load its OCR engine, so it read nothing: {exc}"
+        except ImageError as exc:
+            message = f"Marker OCR could not read this task's image: {exc}"
+        except ValueError as exc:  # a malformed region, a labeling config that is not OCR-shaped
+            message = f"Marker OCR cannot read this region: {exc}"
         except Exception as exc:  # Label Studio shows the message; the request does not crash
             logger.exception("in-process prediction failed for project %s", project.pk)
-            return self._result(error=f"{type(exc).__name__}: {exc}")
-        return self._result(response)
+            message = f"Marker OCR failed ({type(exc).__name__}: {exc}); the Label Studio server log has the details"
+        logger.warning("project %s: %s", project.pk, message)
+        return self._result(error=message)
+
+    def _prep_prediction_req(self, tasks, project, context=None):
+        """The body Label Studio's ``MLApi`` would POST to ``/predict`` (the Model tab's test request shows it).
+
+        Unlike Label Studio's, it leaves out the project's task-data login and password: nothing here needs them.
+        """
+        uid = f"{project.pk}.{int(project.created_at.timestamp())}"
+        return {"tasks": list(tasks), "project": uid, "label_config": project.label_config,
+                "params": {"context": context}}
+
+    def _request(self, url_suffix, request=None, *args, **kwargs):
+        """Label Studio's low-level call; its Model tab's "Send Test Request" sends ``/predict`` this way.
+
+        Each task gets the prediction the project's current model stored for it, made first (by pre-annotation)
+        when it has none, so the test shows what annotators see and stores nothing twice.
+        """
+        from projects.models import Project
+
+        if url_suffix.strip("/") != "predict":
+            return self._result(error=f"the in-process Marker OCR backend answers no '{url_suffix}' request")
+        request = request or {}
+        project = Project.objects.get(pk=int(str(request.get("project")).split(".", 1)[0]))
+        tasks = request.get("tasks") or []
+        context = (request.get("params") or {}).get("context")
+        if context is not None:
+            return self.make_predictions(tasks, project, context)
+        try:
+            return self._stored_predictions(project, [task["id"] for task in tasks])
+        except Exception as exc:
+            logger.exception("in-process test prediction failed for project %s", project.pk)
+            return self._result(error=f"Marker OCR failed ({type(exc).__name__}: {exc})")
+
+    def _get_url(self, url_suffix):
+        """The URL Label Studio shows for a call (the test request's "url")."""
+        return urljoin(self._url.rstrip("/") + "/", url_suffix)
+
+    def _stored_predictions(self, project, task_ids: list[int]):
+        from tasks.models import Prediction
+
+        from marker_ls_plugin.models import ProjectConfig, TaskOCR
+        from marker_ls_plugin.preannotation import model_choice, preannotate_tasks
+
+        preannotate_tasks(project.pk, task_ids)  # those that have none yet
+        version = model_choice(project).version
+        latest = {prediction.task_id: prediction for prediction in  # the newest of each task's wins
+                  Prediction.objects.filter(task_id__in=task_ids, model_version=version).order_by("created_at", "id")}
+        for task_id in task_ids:
+            if task_id not in latest:
+                reason = (TaskOCR.objects.filter(task_id=task_id, model_version=version).values_list("error", flat=True)
+                          .first() or ProjectConfig.objects.filter(project=project)
+                          .values_list("engine_error", flat=True).first() or "see the project's OCR page")
+                return self._result(error=f"Marker OCR has no prediction of task {task_id} by {version}: {reason}")
+        return self._result({"results": [
+            {"result": latest[pk].result, "score": latest[pk].score, "model_version": version} for pk in task_ids]})
 
     @staticmethod
     def _predict_and_store(project, tasks: list[dict]) -> dict:
@@ -101,11 +183,58 @@ class InProcessMLApi:
         return {"results": [[] for _ in tasks]}
 
     def train(self, project, *args, **kwargs):
-        from marker_ls_plugin import runs
-        from marker_ls_plugin.models import FineTuneRun
+        """``MLBackend.train()``'s call; the user of the request under way (Label Studio's CurrentContext) starts it.
 
-        run, _ = runs.start_run(project, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
+        Start Training in the Model tab does not come here (train_api_post answers it with the run's link).
+        """
+        from core.current_request import CurrentContext
+
+        from marker_ls_plugin import runs
+
+        user = CurrentContext.get_user()
+        try:
+            run, _ = start_training(project, user if getattr(user, "is_authenticated", False) else None)
+        except runs.RunRefused as exc:
+            return self._result(error=f"no run started: {exc}")
         return self._result({"job": str(run.pk)})
+
+
+def start_training(project, user):
+    """A run started from Label Studio (its Model tab or an ML backend call) by ``user``: ``(run, created)``."""
+    from marker_ls_plugin import runs
+    from marker_ls_plugin.models import FineTuneRun
+
+    return runs.start_run(project, started_by=user, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
+
+
+def train_api_post(label_studio_post):
+    """``MLBackendTrainAPI.post`` (Start Training): for the plugin's backend, start a run and answer with its link.
+
+    Another backend's request reaches Label Studio's own method with every argument as received. The plugin's
+    records the user who pressed the button and answers ``{"run", "status", "url", "detail"}`` (the Model tab
+    shows the answer), or 400 ``{"detail"}`` saying why the project cannot train yet.
+    """
+
+    def post(self, request, *args, **kwargs):
+        from ml.models import MLBackend
+        from rest_framework.response import Response
+
+        from marker_ls_plugin import runs
+
+        backend = MLBackend.objects.filter(pk=self.kwargs.get("pk")).select_related("project").first()
+        if backend is None or not is_in_process(backend.url):
+            return label_studio_post(self, request, *args, **kwargs)
+        self.check_object_permissions(request, backend)  # as Label Studio's own method does
+        try:
+            run, created = start_training(backend.project, request.user)
+        except runs.RunRefused as exc:
+            return Response({"detail": f"no run started: {exc}"}, status=400)
+        url = request.build_absolute_uri(reverse("marker_ls_plugin:run-detail", args=[run.pk]))
+        state = "started" if created else f"already {run.status}"
+        return Response({"run": run.pk, "status": run.status, "url": url,
+                         "detail": f"Fine-tune run #{run.pk} {state}: {url}"})
+
+    return post
 
 
 def install() -> None:
@@ -156,3 +285,7 @@ def install() -> None:
 
     post_save.connect(create_webhook_unless_in_process, sender=ml_models.MLBackend, weak=False,
                       dispatch_uid="marker_ls_create_ml_webhook")
+
+    from ml.api import MLBackendTrainAPI
+
+    MLBackendTrainAPI.post = train_api_post(MLBackendTrainAPI.post)

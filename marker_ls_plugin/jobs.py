@@ -14,6 +14,7 @@ from typing import Any
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from rq.timeouts import JobTimeoutException
 
 from marker_ls_plugin.conf import get_config
 from marker_ls_plugin.models import FineTuneRun
@@ -129,8 +130,9 @@ def execute_run(run_pk: int) -> str:
         finish(run, FineTuneRun.Status.CANCELLED)
     except Exception as exc:
         logger.exception("run %s failed", run_pk)
-        context.log(traceback.format_exc())
-        finish(run, FineTuneRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        # A job timeout is the queue's limit, not the run's fault: a retry (maybe with a longer RUN_TIMEOUT) may pass.
+        finish(run, FineTuneRun.Status.FAILED, error=error_line(exc), traceback=traceback.format_exc(),
+               retryable=isinstance(exc, JobTimeoutException))
     else:
         status = FineTuneRun.Status.CANCELLED if context.should_stop() else FineTuneRun.Status.SUCCEEDED
         finish(run, status)
@@ -138,6 +140,12 @@ def execute_run(run_pk: int) -> str:
         heartbeat.stopped.set()
         heartbeat.join()
     return run.status
+
+
+def error_line(exc: BaseException) -> str:
+    """``"<ExceptionType>: <first line of its message>"``: what a run page shows first; the traceback follows."""
+    message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def preannotate(project_pk: int, task_pks: list[int], force: bool = False) -> dict[str, int]:

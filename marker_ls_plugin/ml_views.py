@@ -180,6 +180,11 @@ def _answer(method: str, route: str, payload: dict, project: Project | None) -> 
             raise ImageError(f"task {task.get('id')} is not in project {project.pk}")
         return load_task_dict_image(task, image_key)
 
-    status, body = ml_backend.handle(method, route, payload, lambda _: project_predictor(project), load_image,
-                                     on_event=lambda event: _event(project, event))
+    from marker_ls_plugin.runs import RunRefused
+
+    try:
+        status, body = ml_backend.handle(method, route, payload, lambda _: project_predictor(project), load_image,
+                                         on_event=lambda event: _event(project, event))
+    except RunRefused as exc:  # START_TRAINING on a project that cannot train yet: say why, record no run
+        return JsonResponse({"detail": f"no run started: {exc}", "problems": exc.problems}, status=400)
     return JsonResponse(body, status=status)

@@ -243,7 +243,16 @@ class FineTuneRun(models.Model):
     progress = models.FloatField(default=0, help_text="Fraction done, 0 to 1.")
     metrics = models.JSONField(default=list, blank=True, help_text="Metric history: a list of dicts.")
     log_tail = models.TextField(blank=True)
-    error = models.TextField(blank=True)
+    error = models.TextField(blank=True, help_text="Why it failed, in one line.")
+    traceback = models.TextField(blank=True, help_text="The failure's full traceback, when an exception ended it.")
+    retryable = models.BooleanField(
+        default=False,
+        help_text="A retry may succeed: it failed for a reason outside the run (worker lost, job timeout).",
+    )
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries",
+        help_text="The failed or cancelled run this one retries.",
+    )
     queue_backend = models.CharField(max_length=20, blank=True)
     job_id = models.CharField(max_length=100, blank=True)
     worker = models.CharField(max_length=200, blank=True, help_text="Host and pid executing the run.")
@@ -273,6 +282,11 @@ class FineTuneRun(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def can_retry(self) -> bool:
+        """Cancelled runs, and runs that failed for a reason a new run may not meet, can be started again."""
+        return self.status == self.Status.CANCELLED or (self.status == self.Status.FAILED and self.retryable)
 
     @property
     def latest_metrics(self) -> dict:

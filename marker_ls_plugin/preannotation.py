@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from projects.models import Project
 from tasks.models import Prediction, Task
 
@@ -27,11 +28,16 @@ PREANNOTATE_JOB = "marker_ls_plugin.jobs.preannotate"
 
 @dataclass(frozen=True)
 class ModelChoice:
-    """Which engine and checkpoints pre-annotate a project, and the model_version they write."""
+    """Which engine and checkpoints pre-annotate a project, the model_version they write, and why this one.
+
+    ``automatic``: the engine is the "auto" engine's decision for this process (availability.auto_engine).
+    """
 
     version: str
     engine: str
     options: dict[str, Any] = field(default_factory=dict)
+    automatic: bool = False
+    reason: str = ""
 
 
 def project_config(project: Project) -> ProjectConfig:
@@ -69,13 +75,58 @@ def model_checkpoint(model: OCRModel) -> str | None:
 
 
 def model_choice(project: Project) -> ModelChoice:
-    """The project's active registry model, else its (or the site's) engine with default checkpoints."""
+    """The project's active registry model, else its (or the site's) engine with default checkpoints.
+
+    The engine "auto" is resolved here: predictions carry the version of the engine it stands for.
+    """
+    from marker_ls_plugin.ocr.availability import auto_engine
+
     config = project_config(project)
     model = config.active_model
     if model is not None:
-        return ModelChoice(model.name, model.engine, engine_options(model.engine, model_checkpoint(model)))
-    engine = config.engine or get_config()["ENGINE"]
-    return ModelChoice(base_version(engine), engine, engine_options(engine))
+        return ModelChoice(model.name, model.engine, engine_options(model.engine, model_checkpoint(model)),
+                           reason=f"the registry model {model.name} is active for this project")
+    if config.engine:
+        engine, automatic, reason = config.engine, False, "chosen for this project"
+    else:
+        engine, automatic = get_config()["ENGINE"], False
+        reason = f"the site's engine (MARKER_LS_ENGINE={engine})"
+        if engine == "auto":
+            (engine, reason), automatic = auto_engine(), True
+    return ModelChoice(base_version(engine), engine, engine_options(engine), automatic=automatic, reason=reason)
+
+
+def choose_engine(project: Project, engine: str) -> ProjectConfig:
+    """Pre-annotate ``project`` with ``engine`` ("auto": the site's engine) instead of any active model.
+
+    Once the change commits, tasks nobody annotated that lack a prediction of the new version are queued, so
+    pages imported while the previous engine could not load are predicted now.
+    """
+    from marker_ls_plugin import runs
+
+    had_model = project_config(project).active_model_id is not None
+    config = runs.activate_model(project, None)
+    stored = "" if engine == "auto" else engine
+    if config.engine != stored or config.engine_error:  # the error was the previous engine's
+        config.engine, config.engine_error = stored, ""
+        config.save(update_fields=["engine", "engine_error", "updated_at"])
+    if not (had_model and get_config()["REPREDICT_ON_ACTIVATE"]):  # else activate_model queued this sweep
+        transaction.on_commit(lambda: sweep(project), robust=True)
+    return config
+
+
+def choose_model(project: Project, model: OCRModel) -> ProjectConfig:
+    """Pre-annotate ``project`` with the registry ``model``; like choose_engine, queue what lacks its predictions."""
+    from marker_ls_plugin import runs
+
+    changes = project_config(project).active_model_id != model.pk
+    config = runs.activate_model(project, model)
+    if config.engine_error:  # the previous model's
+        config.engine_error = ""
+        config.save(update_fields=["engine_error", "updated_at"])
+    if not (changes and get_config()["REPREDICT_ON_ACTIVATE"]):  # else activate_model queued this sweep
+        transaction.on_commit(lambda: sweep(project), robust=True)
+    return config
 
 
 def release_model(model: OCRModel) -> bool:
@@ -133,6 +184,27 @@ def schedule(project: Project, task_ids: list[int], *, force: bool = False) -> i
             _record_project_error(project, f"pre-annotation could not be queued: {exc}")
             return start
     return len(task_ids)
+
+
+def requeue(project: Project, task_ids: list[int]) -> tuple[int, int, str]:
+    """Queue ``task_ids`` again with the project's current model (the Data Manager action).
+
+    Tasks whose prediction by that model is newer than their last change are left out: a new one would repeat
+    it. Returns (queued, left out, model_version).
+    """
+    version = model_choice(project).version
+    tasks = Task.objects.filter(project=project, id__in=task_ids)
+    unchanged = set(predicted_since_changed(tasks, version).values_list("id", flat=True))
+    return schedule(project, [pk for pk in task_ids if pk not in unchanged], force=True), len(unchanged), version
+
+
+def predicted_since_changed(tasks, version: str):
+    """Those of ``tasks`` whose prediction of ``version`` was stored after the task last changed.
+
+    Label Studio moves ``Task.updated_at`` whenever the task is saved: data edits, annotations, predictions (just
+    before the prediction's row is written, so a fresh prediction counts as newer).
+    """
+    return tasks.filter(predictions__model_version=version, predictions__created_at__gte=F("updated_at")).distinct()
 
 
 def on_tasks_created(project: Project, task_ids: list[int]) -> None:
@@ -202,7 +274,9 @@ def _preannotate_tasks(project_id: int, task_ids: list[int], force: bool,
         return summary
     choice = model_choice(project)
     tasks = Task.objects.filter(project=project, id__in=task_ids).order_by("id")
-    if not force:  # done, or failed for a reason that retrying will not fix (forcing retries it)
+    if force:  # all but those whose prediction of this version is newer than their last change
+        tasks = tasks.exclude(id__in=predicted_since_changed(tasks, choice.version).values("id"))
+    else:  # done, or failed for a reason that retrying will not fix (forcing retries it)
         tasks = (pending_tasks(project, choice.version, unannotated_only=unannotated_only)
                  .filter(id__in=task_ids).order_by("id"))
     tasks = list(tasks)
@@ -288,9 +362,12 @@ def _store_prediction(task: Task, project: Project, page, controls: OCRControls,
 
     with transaction.atomic():
         list(Task.objects.select_for_update().filter(pk=task.pk))  # a worker elsewhere waits here
-        if not force and Prediction.objects.filter(task=task, model_version=version).exists():
-            summary["skipped"] += 1
+        stored = Prediction.objects.filter(task=task, model_version=version)
+        current = Task.objects.filter(pk=task.pk)
+        if stored.exists() and (not force or predicted_since_changed(current, version).exists()):
+            summary["skipped"] += 1  # forced: another job predicted the task as it is now
             return
+        stored.delete()  # forced: the task changed since; its new prediction replaces the old one
         Prediction.objects.create(
             task=task, project=project, result=page_to_results(page, controls),
             score=prediction_score(page.lines), model_version=version,

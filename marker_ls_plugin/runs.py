@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from marker_ls_plugin.conf import get_config, queue_backend
@@ -19,6 +21,15 @@ from marker_ls_plugin.training.config import TrainingArguments
 logger = logging.getLogger(__name__)
 
 EXECUTE_RUN = "marker_ls_plugin.jobs.execute_run"
+FINETUNE = "marker_ls_plugin.finetune.run_finetune"
+
+
+class RunRefused(ValueError):
+    """A run was not started because the project cannot be trained yet; ``problems`` says what to do, one each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 def active_model_for(project) -> OCRModel | None:
@@ -87,12 +98,74 @@ def _check_retrain_threshold(project_id: int) -> FineTuneRun | None:
         annotations = annotations.filter(created_at__gt=last_run.created_at)
     if annotations.count() < every:
         return None
-    run, created = start_run(last_run.project if last_run else _project(project_id), trigger=FineTuneRun.Trigger.AUTO)
+    try:
+        run, created = start_run(last_run.project if last_run else _project(project_id),
+                                 trigger=FineTuneRun.Trigger.AUTO)
+    except RunRefused as exc:
+        logger.info("project %s: retrain threshold reached but no run started: %s", project_id, exc)
+        return None
     if created:
         logger.info("project %s: %s new annotations, started automatic run %s", project_id, every, run.pk)
         return run
     logger.info("project %s: retrain threshold reached but run %s is still %s", project_id, run.pk, run.status)
     return None
+
+
+def training_problems(project, base_model: OCRModel | None = None,
+                      config: dict[str, Any] | None = None) -> list[str]:
+    """What keeps the built-in fine-tune from training ``project`` now, in the user's words; empty when nothing.
+
+    A trainable engine (a surya model to start from), weights that load, and enough annotated lines in each
+    split (counted as the run's export will split them, reading no image). Checked before a run is recorded,
+    so that a run that cannot train never starts. A custom RUN_FUNCTION has needs of its own: nothing is checked.
+    """
+    from marker_ls_plugin.dataset.export import count_lines
+
+    settings = get_config()
+    if settings["RUN_FUNCTION"] != FINETUNE:
+        return []
+    arguments = TrainingArguments.from_dict(config)
+    problems = _model_problems(project, base_model)
+    counts = count_lines(project.pk, labels=arguments.labels, val_fraction=arguments.val_fraction,
+                         seed=arguments.split_seed)
+    for split, key, name in (("train", "MIN_TRAIN_LINES", "training"), ("val", "MIN_VAL_LINES", "validation")):
+        missing = settings[key] - counts[split]
+        if missing > 0:
+            problems.append(
+                f"the {name} split has {counts[split]} annotated lines and a run needs {settings[key]}: annotate "
+                f"about {_more_lines(missing, split, arguments.val_fraction)} more lines (each line is a region with "
+                f"its transcription), or lower MARKER_LS_{key}"
+            )
+    return problems
+
+
+def _model_problems(project, base_model: OCRModel | None) -> list[str]:
+    from marker_ls_plugin.ocr.engines import resolve_surya_checkpoint
+    from marker_ls_plugin.ocr.types import EngineUnavailable
+    from marker_ls_plugin.preannotation import model_checkpoint, model_choice
+
+    page = reverse("marker_ls_plugin:project", kwargs={"project_pk": project.pk})
+    switch = f"switch the project to a surya model on its OCR page {page}"
+    model = base_model or active_model_for(project)
+    if model is not None and model.engine != OCRModel.Engine.SURYA:
+        return [f"{model.name} is a {model.engine} model and only surya models can be fine-tuned: {switch}"]
+    engine = model.engine if model is not None else model_choice(project).engine
+    if engine != OCRModel.Engine.SURYA:
+        return [f"the project reads with {engine}, which cannot be fine-tuned: {switch} (or set MARKER_LS_ENGINE="
+                f"surya for projects that choose no engine)"]
+    checkpoint = model_checkpoint(model) if model is not None else None
+    try:
+        # Nothing is downloaded in a request: the worker fetches a default whose host answers.
+        resolve_surya_checkpoint(checkpoint or get_config()["SURYA_RECOGNITION_CHECKPOINT"], download=False)
+    except EngineUnavailable as exc:
+        return [f"the surya weights to start from cannot be loaded: {exc}"]
+    return []
+
+
+def _more_lines(missing: int, split: str, val_fraction: float) -> int:
+    """About how many new lines give ``missing`` more in ``split``: new lines land in it with its share."""
+    share = val_fraction if split == "val" else 1 - val_fraction
+    return missing if share <= 0 else math.ceil(missing / share)
 
 
 def _project(project_id: int):
@@ -108,11 +181,13 @@ def start_run(
     trigger: str = FineTuneRun.Trigger.API,
     config: dict[str, Any] | None = None,
     base_model: OCRModel | None = None,
+    retry_of: FineTuneRun | None = None,
 ) -> tuple[FineTuneRun, bool]:
     """Record a run for ``project`` and enqueue it; return ``(run, created)``.
 
     A project has at most one queued or running run (a database constraint): starting another
-    returns the existing one with ``created=False``.
+    returns the existing one with ``created=False``. A project the run cannot train (training_problems)
+    raises RunRefused, and nothing is written.
     """
     arguments = TrainingArguments.from_dict(config)  # invalid config fails before anything is written
     check_model_choice(project, base_model)
@@ -120,6 +195,9 @@ def start_run(
     existing = _active_run(project)
     if existing:
         return existing, False
+    problems = training_problems(project, base_model, arguments.to_dict())
+    if problems:
+        raise RunRefused(problems)
     backend = queue_backend()
     job_id = job_id_for("run")
     try:
@@ -132,6 +210,7 @@ def start_run(
                 base_model=base_model or active_model_for(project),
                 queue_backend=backend,
                 job_id=job_id,
+                retry_of=retry_of,
             )
     except IntegrityError:
         existing = _active_run(project)
@@ -144,11 +223,20 @@ def start_run(
 
 
 def retry_run(run: FineTuneRun, *, started_by=None) -> tuple[FineTuneRun, bool]:
-    """Start a new run like ``run`` (same project, base model and configuration) once it failed or was cancelled."""
-    if run.status not in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED):
-        raise ValueError(f"run {run.pk} is {run.status}; only failed or cancelled runs can be retried")
+    """Start a new run like ``run`` (same project, base model and configuration), linked to it by ``retry_of``.
+
+    Only a cancelled run, or one that failed for a reason outside it (``retryable``: worker lost, job timeout),
+    is retried: any other failure would come back the same.
+    """
+    if not run.can_retry:
+        if run.status == FineTuneRun.Status.FAILED:
+            reason = f" ({run.error})" if run.error else ""
+            raise ValueError(f"run {run.pk} failed{reason}, and a retry would fail the same way: fix the cause, "
+                             f"then start a new run")
+        raise ValueError(f"run {run.pk} is {run.status}; only cancelled runs and runs whose worker was lost or "
+                         f"timed out can be retried")
     return start_run(run.project, started_by=started_by or run.started_by, trigger=run.trigger, config=run.config,
-                     base_model=run.base_model)
+                     base_model=run.base_model, retry_of=run)
 
 
 def _active_run(project) -> FineTuneRun | None:
@@ -162,7 +250,7 @@ def _enqueue_run(run_pk: int) -> None:
         enqueue(EXECUTE_RUN, run.pk, queue=config["TRAINING_QUEUE"], job_id=run.job_id, timeout=config["RUN_TIMEOUT"])
     except QueueUnavailable as exc:
         logger.error("run %s could not be queued: %s", run.pk, exc)
-        finish(run, FineTuneRun.Status.FAILED, error=f"could not be queued: {exc}")
+        finish(run, FineTuneRun.Status.FAILED, error=f"could not be queued: {exc}", retryable=True)
 
 
 def cancel_run(run: FineTuneRun) -> FineTuneRun:
@@ -186,12 +274,17 @@ def cancel_run(run: FineTuneRun) -> FineTuneRun:
     return run
 
 
-def finish(run: FineTuneRun, status: str, *, error: str = "",
+def finish(run: FineTuneRun, status: str, *, error: str = "", traceback: str = "", retryable: bool = False,
            from_statuses: tuple[str, ...] = FineTuneRun.ACTIVE_STATUSES) -> bool:
-    """Move a run in one of ``from_statuses`` (default: any active one) to a final status; False when it was not."""
-    fields: dict[str, Any] = {"status": status, "finished_at": timezone.now()}
+    """Move a run in one of ``from_statuses`` (default: any active one) to a final status; False when it was not.
+
+    ``error`` is one line; ``retryable`` marks a failure from outside the run, which a retry may not meet.
+    """
+    fields: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "retryable": retryable}
     if error:
         fields["error"] = error
+    if traceback:
+        fields["traceback"] = traceback
     if status == FineTuneRun.Status.SUCCEEDED:
         fields["progress"] = 1.0
     done = FineTuneRun.objects.filter(pk=run.pk, status__in=from_statuses).update(**fields)
@@ -219,7 +312,7 @@ def reap_stale_runs(project=None) -> list[FineTuneRun]:
             f"worker stopped: no heartbeat from {run.worker or 'the worker'} since {last} "
             f"(timeout {timeout} s); it was killed, ran out of memory or lost its host"
         )
-        if finish(run, FineTuneRun.Status.FAILED, error=message):
+        if finish(run, FineTuneRun.Status.FAILED, error=message, retryable=True):
             logger.warning("run %s: %s", run.pk, message)
             reaped.append(run)
     reaped.extend(_reap_orphaned_embedded_runs(project))
@@ -240,7 +333,7 @@ def _reap_orphaned_embedded_runs(project=None) -> list[FineTuneRun]:
         if pid == os.getpid() or pid_alive(pid):
             continue
         message = "the server that queued this run stopped before it ran; start it again"
-        if finish(run, FineTuneRun.Status.FAILED, error=message):
+        if finish(run, FineTuneRun.Status.FAILED, error=message, retryable=True):
             reaped.append(run)
     return reaped
 
@@ -271,7 +364,8 @@ def _reap_lost_rq_runs(project=None) -> list[FineTuneRun]:
             message = f"its job {run.job_id} {state} before the run started; see the worker's log, then retry"
         else:
             continue
-        if finish(run, FineTuneRun.Status.FAILED, error=message, from_statuses=(FineTuneRun.Status.QUEUED,)):
+        if finish(run, FineTuneRun.Status.FAILED, error=message, retryable=True,
+                  from_statuses=(FineTuneRun.Status.QUEUED,)):
             logger.warning("run %s: %s", run.pk, message)
             reaped.append(run)
     return reaped

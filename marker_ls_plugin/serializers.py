@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from marker_ls_plugin.models import FineTuneRun, OCRModel
+from marker_ls_plugin.ocr.availability import ENGINE_CHOICES
 from marker_ls_plugin.training.config import InvalidTrainingArguments, TrainingArguments
 
 
@@ -26,9 +27,9 @@ class FineTuneRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = FineTuneRun
         fields = ("id", "project", "base_model", "started_by", "trigger", "status", "config", "dataset", "step",
-                  "total_steps", "epoch", "progress", "metrics", "log_tail", "error", "queue_backend", "job_id",
-                  "worker", "heartbeat_at", "cancel_requested", "created_at", "started_at", "finished_at",
-                  "result_model")
+                  "total_steps", "epoch", "progress", "metrics", "log_tail", "error", "traceback", "retryable",
+                  "retry_of", "queue_backend", "job_id", "worker", "heartbeat_at", "cancel_requested", "created_at",
+                  "started_at", "finished_at", "result_model")
         read_only_fields = fields
 
     def get_result_model(self, run):
@@ -55,6 +56,10 @@ class ProjectOCRSettingsSerializer(serializers.Serializer):
         required=False, help_text="true: replace the project's HTTP ML backend password (the old one stops working)."
     )
     preannotate = serializers.BooleanField(required=False)
+    engine = serializers.ChoiceField(
+        choices=ENGINE_CHOICES, required=False,
+        help_text="The project's engine (and no active model); auto: the site's engine, MARKER_LS_ENGINE.",
+    )
     # The model field's range in PostgreSQL (what the admin's form enforces too): beyond it the save fails.
     retrain_every = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=2**31 - 1)
 

@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 from projects.api import TemplateListAPI
 from projects.models import Project
@@ -71,7 +72,7 @@ def run_detail(request, pk: int):
     model = OCRModel.objects.filter(produced_by_run=run).first()
     context = {"run": run, "model": model, "result": _result_rows(model) if model else None,
                "is_active_model": model is not None and runs.active_model_for(run.project) == model,
-               "retryable": run.status in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED)}
+               "retryable": run.can_retry, "retries": run.retries.order_by("created_at")}
     return render(request, "marker_ls_plugin/run_detail.html", context)
 
 
@@ -102,8 +103,19 @@ def _result_rows(model: OCRModel) -> dict:
 @require_POST
 def run_start_page(request, project_pk: int):
     project = get_project(request.user, project_pk)
-    run, _ = runs.start_run(project, started_by=request.user, trigger=FineTuneRun.Trigger.BUTTON)
+    try:
+        run, _ = runs.start_run(project, started_by=request.user, trigger=FineTuneRun.Trigger.BUTTON)
+    except runs.RunRefused as exc:
+        return message_page(request, f"No run started for {project.title}", exc.problems, status=400)
     return redirect("marker_ls_plugin:run-detail", pk=run.pk)
+
+
+def message_page(request, title: str, lines: list[str], *, status: int, back_url: str = "",
+                 back_label: str = "Back to Marker OCR"):
+    """Why a button did nothing, on a page of its own with the way back (the dashboard unless ``back_url``)."""
+    context = {"title": title, "lines": lines, "back_url": back_url or reverse("marker_ls_plugin:dashboard"),
+               "back_label": back_label}
+    return render(request, "marker_ls_plugin/message.html", context, status=status)
 
 
 @login_required
@@ -112,6 +124,9 @@ def run_start_page(request, project_pk: int):
 def run_retry_page(request, pk: int):
     try:
         run, _ = runs.retry_run(get_run(request.user, pk), started_by=request.user)
+    except runs.RunRefused as exc:
+        return message_page(request, f"Run #{pk} not retried", exc.problems, status=400,
+                            back_url=reverse("marker_ls_plugin:run-detail", args=[pk]), back_label=f"Back to run #{pk}")
     except ValueError as exc:
         return HttpResponseBadRequest(str(exc))
     return redirect("marker_ls_plugin:run-detail", pk=run.pk)
@@ -134,8 +149,68 @@ def run_activate_page(request, pk: int):
 @csrf_enforced
 @require_POST
 def run_cancel_page(request, pk: int):
-    runs.cancel_run(get_run(request.user, pk))
+    run = get_run(request.user, pk)
+    if not run.is_active:
+        return message_page(request, f"Run #{pk} not cancelled", [nothing_to_cancel(run)], status=409,
+                            back_url=reverse("marker_ls_plugin:run-detail", args=[pk]), back_label=f"Back to run #{pk}")
+    runs.cancel_run(run)
     return redirect("marker_ls_plugin:run-detail", pk=pk)
+
+
+def nothing_to_cancel(run: FineTuneRun) -> str:
+    return f"Run #{run.pk} already {run.get_status_display().lower()}; nothing to cancel"
+
+
+# The project's OCR page: which engine pre-annotates it, why, what is wrong with it, and the choice
+
+
+@login_required
+def project_page(request, project_pk: int):
+    """The engine in use and why, what keeps it from loading, the pre-annotation counts, and the engine form."""
+    from marker_ls_plugin.conf import get_config
+    from marker_ls_plugin.ocr.availability import engine_problem
+    from marker_ls_plugin.preannotation import model_choice, pending_tasks, project_config, project_controls
+
+    project = get_project(request.user, project_pk)
+    config = project_config(project)
+    choice = model_choice(project)
+    statuses = TaskOCR.objects.filter(task__project=project)
+    site_engine = get_config()["ENGINE"]
+    context = {
+        "project": project, "config": config, "choice": choice,
+        "problem": engine_problem(choice.engine, choice.options),
+        "ocr_project": project_controls(project) is not None,
+        "done": statuses.filter(status=TaskOCR.Status.DONE, model_version=choice.version).count(),
+        "pending": pending_tasks(project, choice.version, unannotated_only=True).count(),
+        "failed": statuses.filter(status=TaskOCR.Status.ERROR).order_by("task_id")[:200],
+        "selected": None if config.active_model_id else (config.engine or "auto"),
+        "engines": [("auto", "Automatic" if site_engine == "auto" else f"Site default ({site_engine})"),
+                    ("surya", "surya"), ("rapidocr", "RapidOCR")],
+        "models": OCRModel.objects.for_project(project).order_by("name"),
+    }
+    return render(request, "marker_ls_plugin/project.html", context)
+
+
+@login_required
+@csrf_enforced
+@require_POST
+def project_engine_page(request, project_pk: int):
+    """Choose the project's engine ("auto", "surya", "rapidocr") or registry model ("model-<id>")."""
+    from marker_ls_plugin.ocr.availability import ENGINE_CHOICES
+    from marker_ls_plugin.preannotation import choose_engine, choose_model
+
+    project = get_project(request.user, project_pk)
+    value = request.POST.get("choice", "")
+    with transaction.atomic():
+        if value in ENGINE_CHOICES:
+            choose_engine(project, value)
+        else:
+            pk = value.removeprefix("model-")
+            model = OCRModel.objects.for_project(project).filter(pk=pk).first() if pk.isdigit() else None
+            if model is None:
+                return HttpResponseBadRequest(f"unknown choice {value!r}: pick an engine or a model on the page")
+            choose_model(project, model)
+    return redirect("marker_ls_plugin:project", project_pk=project.pk)
 
 
 # API
@@ -173,17 +248,26 @@ class ProjectRunsAPI(APIView):
                 project, started_by=request.user, trigger=FineTuneRun.Trigger.API,
                 config=payload.validated_data["config"], base_model=payload.validated_data.get("base_model"),
             )
+        except runs.RunRefused as exc:
+            return refused_response(exc)
         except (TypeError, ValueError) as exc:
             raise ValidationError({"config": [str(exc)]}) from exc
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(FineTuneRunSerializer(run).data, status=code)
 
 
+def refused_response(exc: runs.RunRefused) -> Response:
+    """400 with what keeps the project from training: ``detail`` in one sentence, ``problems`` one by one."""
+    return Response({"detail": f"no run started: {exc}", "problems": exc.problems},
+                    status=status.HTTP_400_BAD_REQUEST)
+
+
 class ProjectOCRAPI(APIView):
     """GET: the project's OCR settings and pre-annotation state (model, engine error, failed tasks).
 
-    PATCH: change ``active_model`` (a registry model id, or null for the engine default),
-    ``preannotate`` or ``retrain_every`` (start a run every N new annotations; null: never);
+    PATCH: change ``active_model`` (a registry model id, or null for the engine default), ``engine`` ("auto",
+    "surya", "rapidocr": the engine instead of any model), ``preannotate`` or ``retrain_every`` (start a run every
+    N new annotations; null: never);
     ``regenerate_ml_token: true`` replaces the password of the project's HTTP ML backend credential.
     """
 
@@ -201,6 +285,10 @@ class ProjectOCRAPI(APIView):
         with transaction.atomic():
             if changes.pop("regenerate_ml_token", False):
                 regenerate_ml_token(project)
+            if "engine" in changes:  # before active_model: choosing an engine deactivates the model
+                from marker_ls_plugin.preannotation import choose_engine
+
+                choose_engine(project, changes.pop("engine"))
             if "active_model" in changes:
                 runs.activate_model(project, changes.pop("active_model"))
             if changes:
@@ -212,6 +300,7 @@ class ProjectOCRAPI(APIView):
 
     @staticmethod
     def state(project) -> dict:
+        from marker_ls_plugin.ocr.availability import engine_problem
         from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
 
         config = project_config(project)
@@ -225,6 +314,9 @@ class ProjectOCRAPI(APIView):
             "active_model": config.active_model_id,
             "retrain_every": config.retrain_every,
             "engine": choice.engine,
+            "engine_automatic": choice.automatic,
+            "engine_reason": choice.reason,
+            "engine_problem": engine_problem(choice.engine, choice.options),
             "model_version": choice.version,
             "engine_error": config.engine_error,
             "done": statuses.filter(status=TaskOCR.Status.DONE, model_version=choice.version).count(),
@@ -266,6 +358,8 @@ class RunRetryAPI(APIView):
     def post(self, request, pk: int):
         try:
             run, created = runs.retry_run(get_run(request.user, pk), started_by=request.user)
+        except runs.RunRefused as exc:
+            return refused_response(exc)
         except ValueError as exc:
             raise ValidationError({"status": [str(exc)]}) from exc
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
@@ -273,11 +367,13 @@ class RunRetryAPI(APIView):
 
 
 class RunCancelAPI(APIView):
-    """POST: cancel a queued run now, or ask a running one to stop at its next step."""
+    """POST: cancel a queued run now, or ask a running one to stop at its next step; 409 once it has ended."""
 
     authentication_classes = api_authentication_classes()
     permission_classes = [IsAuthenticated]
 
     def post(self, request, pk: int):
-        run = runs.cancel_run(get_run(request.user, pk))
-        return Response(FineTuneRunSerializer(run).data)
+        run = get_run(request.user, pk)
+        if not run.is_active:
+            return Response({"detail": nothing_to_cancel(run)}, status=status.HTTP_409_CONFLICT)
+        return Response(FineTuneRunSerializer(runs.cancel_run(run)).data)

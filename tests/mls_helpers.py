@@ -107,7 +107,7 @@ class LabelStudio:
                 raise AssertionError(f"Label Studio exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 return requests.get(f"{self.url}/health", timeout=2).ok
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting
                 return False
 
         wait_for(up, timeout=timeout, interval=0.5, message="Label Studio to answer /health")

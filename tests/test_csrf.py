@@ -92,7 +92,7 @@ def unsafe_requests(server: Server, *, idle: int, slow_run: int, failed_run: int
 @pytest.fixture
 def scene(server):
     """A project with nothing running, one with a run in progress and one with a failed run."""
-    idle, slow, failing = (server.project(f"csrf {name}") for name in ("idle", "slow", "fail"))
+    idle, slow, failing = (server.project(f"csrf {name}") for name in ("idle", "slow", "timeout"))
     # One embedded executor thread: the failing run goes first, the slow one then holds it until cancelled.
     failed_run = server.start(failing)["id"]
     server.wait(failed_run, lambda run: run["status"] == "failed", "the scripted failure")
@@ -163,7 +163,7 @@ def test_token_authenticated_api_needs_no_csrf_token(label_studio, server, http)
     response = client.post(f"{label_studio.url}/marker-ls/api/projects/{project}/runs/", json={}, timeout=30)
     assert response.status_code == 201, response.text
     cancelled = client.post(f"{label_studio.url}/marker-ls/api/runs/{response.json()['id']}/cancel/", timeout=30)
-    assert cancelled.status_code == 200
+    assert cancelled.status_code in (200, 409)  # cancelled, or the short run had ended: the view answered either way
     patched = client.patch(f"{label_studio.url}/marker-ls/api/projects/{project}/ocr/", json={"retrain_every": 3},
                            timeout=30)
     assert patched.status_code == 200 and patched.json()["retrain_every"] == 3

@@ -287,9 +287,9 @@ def test_get_engine_loads_each_checkpoint_once_under_concurrency(tiny_models):
 
 
 def test_surya_missing_local_checkpoint_names_the_setting(tiny_models, tmp_path):
-    with pytest.raises(EngineUnavailable, match=r"SURYA_RECOGNITION_CHECKPOINT'\] to a directory"):
+    with pytest.raises(EngineUnavailable, match="Set MARKER_LS_SURYA_RECOGNITION_CHECKPOINT to a directory"):
         get_engine("surya", **surya_options(tiny_models, recognition_checkpoint=str(tmp_path / "missing")))
-    with pytest.raises(EngineUnavailable, match=r"SURYA_DETECTION_CHECKPOINT'\] to a directory"):
+    with pytest.raises(EngineUnavailable, match="Set MARKER_LS_SURYA_DETECTION_CHECKPOINT to a directory"):
         SuryaEngine(**surya_options(tiny_models, detection_checkpoint=str(tmp_path))).load()
 
 
@@ -311,7 +311,8 @@ def test_surya_default_checkpoint_offline_says_what_to_set(empty_surya_cache, mo
         with pytest.raises(EngineUnavailable) as error:
             get_engine("surya", device="cpu")
         message = str(error.value)
-        assert "MARKER_LS['SURYA_RECOGNITION_CHECKPOINT'] / ['SURYA_DETECTION_CHECKPOINT']" in message
+        assert "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT and MARKER_LS_SURYA_DETECTION_CHECKPOINT" in message
+        assert "MODEL_CACHE_DIR" in message and "marker-ls models scan" in message and "MARKER_LS[" not in message
         assert f"surya's cache at {empty_surya_cache}" in message
     assert not empty_surya_cache.exists()
 
@@ -328,7 +329,9 @@ def test_surya_default_checkpoint_download_failure_is_wrapped(empty_surya_cache,
 
     with pytest.raises(EngineUnavailable, match="could not be downloaded from http://127.0.0.1") as error:
         SuryaEngine(device="cpu").load()
-    assert "SURYA_RECOGNITION_CHECKPOINT" in str(error.value)
+    message = str(error.value)
+    assert "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT" in message and "\n" not in message
+    assert f"{port}/text_recognition/2025_09_23: connection refused (ConnectionRefusedError)" in message
 
 
 # --- the per-process cache ----------------------------------------------------------------------------------------

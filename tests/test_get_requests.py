@@ -89,6 +89,7 @@ def every_get(scene) -> dict[str, str]:
     for project in projects:
         bodies[f"runs api {project.pk}"] = get(user, views.ProjectRunsAPI.as_view(), project_pk=project.pk)
         bodies[f"ocr api {project.pk}"] = get(user, views.ProjectOCRAPI.as_view(), project_pk=project.pk)
+        bodies[f"project page {project.pk}"] = get(user, views.project_page, project.pk)
     for model_class, objects in ((FineTuneRun, runs), (OCRModel, [model]), (OCRProject, projects)):
         model_admin = admin.site._registry[model_class]
         name = model_class._meta.model_name

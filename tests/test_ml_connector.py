@@ -96,13 +96,96 @@ def test_interactive_request_with_a_drawn_region_returns_its_text(label_studio, 
     assert box["value"]["rectanglelabels"] == ["Handwriting"]
 
 
+def test_model_tabs_test_request_returns_the_tasks_prediction(label_studio, http, ocr_task):
+    """ "Send Test Request" (POST /api/ml/<id>/predict/test?random=true): the prediction annotators see."""
+    [backend] = [b for b in backends(label_studio, http, ocr_task["project"]) if b["title"] == "Marker OCR"]
+    task_url = f"{label_studio.url}/api/tasks/{ocr_task['task']}"
+    for prediction in http.get(task_url, timeout=30).json()["predictions"]:  # it predicts a task that has none
+        assert http.delete(f"{label_studio.url}/api/predictions/{prediction['id']}", timeout=30).status_code == 204
+    for _ in range(2):
+        response = http.post(f"{label_studio.url}/api/ml/{backend['id']}/predict/test", params={"random": "true"},
+                             timeout=120)
+        assert response.status_code == 200, response.text
+        data = response.json()
+        assert data["task"]["id"] == ocr_task["task"] and data["url"].endswith("/marker-ls/ml/predict")
+        [result] = data["response"]
+        [stored] = http.get(task_url, timeout=30).json()["predictions"]  # stored once, by pre-annotation
+        assert result["result"] == stored["result"] and result["model_version"] == "marker-rapidocr-base"
+        assert [item["value"]["text"][0] for item in result["result"] if item["type"] == "textarea"] == LINES
+
+
+def drawn_region(ocr_task, line: int, region_id: str, origin: str = "manual") -> dict:
+    width, height = ocr_task["size"]
+    xs, ys = zip(*ocr_task["polygons"][line], strict=True)
+    return {"id": region_id, "from_name": "label", "to_name": "image", "type": "rectanglelabels", "origin": origin,
+            "original_width": width, "original_height": height, "image_rotation": 0,
+            "value": {"x": min(xs) / width * 100, "y": min(ys) / height * 100,
+                      "width": (max(xs) - min(xs)) / width * 100, "height": (max(ys) - min(ys)) / height * 100,
+                      "rotation": 0, "rectanglelabels": ["Text"]}}
+
+
+def interactive(label_studio, http, ocr_task, context) -> dict:
+    [backend] = [b for b in backends(label_studio, http, ocr_task["project"]) if b["title"] == "Marker OCR"]
+    response = http.post(f"{label_studio.url}/api/ml/{backend['id']}/interactive-annotating", timeout=60,
+                         json={"task": ocr_task["task"], "context": context})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_interactive_request_reads_the_manual_region_among_the_whole_annotation(label_studio, http, ocr_task):
+    predicted = drawn_region(ocr_task, 0, "pred-0", origin="prediction")
+    predicted_text = {**predicted, "from_name": "transcription", "type": "textarea",
+                      "value": {**predicted["value"], "text": [LINES[0]]}}
+    data = interactive(label_studio, http, ocr_task,
+                       {"result": [predicted, predicted_text, drawn_region(ocr_task, 1, "drawn-2")]})
+    assert "errors" not in data, data
+    texts = [(item["id"], item["value"]["text"]) for item in data["data"]["result"] if item["type"] == "textarea"]
+    assert texts == [("drawn-2", [LINES[1]])]
+
+
+def test_interactive_request_without_a_region_says_what_to_do(label_studio, http, ocr_task):
+    data = interactive(label_studio, http, ocr_task, {})
+    [message] = data["errors"]
+    assert message.startswith("Marker OCR cannot read this region") and "draw a box or polygon" in message
+
+
+def test_interactive_request_when_the_engine_cannot_load_says_why(start_label_studio, tmp_path, ocr_task):
+    """An engine that cannot load answers Label Studio's error shape with the fix, never an exception."""
+    missing = str(tmp_path / "no-checkpoint")
+    server = start_label_studio("surya_missing", "marker_ls_plugin.settings", {
+        "MARKER_LS_ENGINE": "surya", "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT": missing,
+        "MARKER_LS_SURYA_DETECTION_CHECKPOINT": missing})
+    http = server.session()
+    project = http.post(f"{server.url}/api/projects/", timeout=30,
+                        json={"title": "no engine", "label_config": OCR_PRESET_CONFIG}).json()
+    image, _ = render_page(LINES, size=(900, 240), font_size=30)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    response = http.post(f"{server.url}/api/projects/{project['id']}/import", timeout=60,
+                         files={"file": ("page.png", buffer.getvalue(), "image/png")},
+                         params={"return_task_ids": "true"})
+    assert response.status_code == 201, response.text
+    [task_id] = response.json()["task_ids"]
+    data = interactive(server, http, {**ocr_task, "project": project["id"], "task": task_id},
+                       {"result": [drawn_region(ocr_task, 0, "drawn-1")]})
+    [message] = data["errors"]
+    assert message.startswith("Marker OCR could not load its OCR engine"), message
+    assert "SURYA_RECOGNITION_CHECKPOINT" in message and missing in message
+
+
 def test_label_studios_start_training_starts_a_fine_tune_run(label_studio, http, ocr_task):
-    """The Model tab's "Start Training" (POST /api/ml/<id>/train) reaches the plugin and records a run."""
+    """The Model tab's "Start Training" (POST /api/ml/<id>/train) records a run by whoever pressed it, and links it."""
     backend = next(b for b in backends(label_studio, http, ocr_task["project"]) if b["title"] == "Marker OCR")
     response = http.post(f"{label_studio.url}/api/ml/{backend['id']}/train", json={}, timeout=30)
-    assert response.ok, response.text
+    assert response.status_code == 200, response.text
     runs = http.get(f"{label_studio.url}/marker-ls/api/projects/{ocr_task['project']}/runs/", timeout=30).json()
     assert [run["trigger"] for run in runs] == ["label_studio"]
+    me = http.get(f"{label_studio.url}/api/current-user/whoami", timeout=30).json()
+    assert runs[0]["started_by"] == me["id"]
+    url = f"{label_studio.url}/marker-ls/runs/{runs[0]['id']}/"
+    answer = response.json()
+    assert answer.pop("status") in ("queued", "running")  # the embedded executor may have taken it already
+    assert answer == {"run": runs[0]["id"], "url": url, "detail": f"Fine-tune run #{runs[0]['id']} started: {url}"}
     # the tests' scripted run function completes it on the server's embedded executor
     wait_for(lambda: http.get(f"{label_studio.url}/marker-ls/api/runs/{runs[0]['id']}/", timeout=30).json()[
         "status"] == "succeeded", 60, interval=0.5, message="the run to succeed")

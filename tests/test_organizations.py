@@ -137,6 +137,12 @@ def attempts(me: Org, other: Org) -> list[Attempt]:
         Attempt("page run retry", "retry", "POST", f"/marker-ls/runs/{failed.pk}/retry/"),
         Attempt("page run activate", "activate", "POST", f"/marker-ls/runs/{run.pk}/activate/"),
         Attempt("page run start", "start", "POST", f"/marker-ls/projects/{project.pk}/runs/start/"),
+        Attempt("page project", "view", "GET", f"/marker-ls/projects/{project.pk}/"),
+        Attempt("page project engine", "change", "POST", f"/marker-ls/projects/{project.pk}/engine/",
+                {"choice": "rapidocr"}, form=True),
+        Attempt("page project engine", "activate the other's model", "POST",
+                f"/marker-ls/projects/{me.project.pk}/engine/", {"choice": f"model-{model.pk}"}, refused=(400,),
+                form=True),
         # JSON API
         Attempt("api project runs", "list", "GET", f"/marker-ls/api/projects/{project.pk}/runs/"),
         Attempt("api project runs", "start", "POST", f"/marker-ls/api/projects/{project.pk}/runs/", {}),
@@ -193,6 +199,7 @@ def listings(me: Org) -> list[Attempt]:
     admin = "/admin/marker_ls_plugin"
     return [
         Attempt("page dashboard", "list", "GET", "/marker-ls/", refused=(200,)),
+        Attempt("page project", "own page", "GET", f"/marker-ls/projects/{me.project.pk}/", refused=(200,)),
         Attempt("api project ocr", "own settings", "GET", f"/marker-ls/api/projects/{me.project.pk}/ocr/",
                 refused=(200,)),
         Attempt("api project runs", "own runs", "GET", f"/marker-ls/api/projects/{me.project.pk}/runs/",

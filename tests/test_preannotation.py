@@ -98,9 +98,28 @@ def test_engine_unavailable_is_explained_and_loses_nothing(tmp_path):
         summary = preannotate_tasks(project.pk, [task.pk])
     assert summary["predicted"] == 0
     error = ProjectConfig.objects.get(project=project).engine_error
-    assert "surya" in error and "SURYA_" in error
+    assert "surya" in error and "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT" in error and "MARKER_LS[" not in error
     assert Task.objects.filter(pk=task.pk).exists() and not task.predictions.exists()
     assert pending_tasks(project, model_choice(project).version).filter(pk=task.pk).exists()
+
+
+def test_forcing_skips_an_unchanged_task_and_replaces_a_changed_ones_prediction():
+    from marker_ls_plugin.preannotation import requeue
+
+    project = ocr_project("forced")
+    task = upload_task(project)
+    preannotate_tasks(project.pk, [task.pk])  # unless the import's own job predicted it already
+    [first] = Prediction.objects.filter(task=task)
+    assert preannotate_tasks(project.pk, [task.pk], force=True) == {"predicted": 0, "failed": 0, "skipped": 1}
+    assert requeue(project, [task.pk]) == (0, 1, "marker-rapidocr-base")  # nothing to queue
+    task.data = {**task.data, "note": "rescanned"}
+    task.save()
+    assert preannotate_tasks(project.pk, [task.pk], force=True)["predicted"] == 1
+    [second] = Prediction.objects.filter(task=task)
+    assert second.pk != first.pk and second.model_version == first.model_version
+    task.refresh_from_db()
+    assert task.total_predictions == 1
+    assert preannotate_tasks(project.pk, [task.pk], force=True)["skipped"] == 1
 
 
 def test_queued_jobs_leave_annotated_tasks_alone_unless_forced():
@@ -131,7 +150,8 @@ def test_activating_another_model_frees_the_engine_of_the_one_no_project_uses(ti
     with override_settings(MARKER_LS={"SURYA_DETECTION_CHECKPOINT": str(tiny_models["detection"]),
                                       "TORCH_DEVICE": "cpu", "REPREDICT_ON_ACTIVATE": False}):
         task = upload_task(first)
-        assert preannotate_tasks(first.pk, [task.pk], force=True)["predicted"] == 1
+        preannotate_tasks(first.pk, [task.pk], force=True)  # unless the import's own job predicted it already
+        assert list(task.predictions.values_list("model_version", flat=True)) == ["tiny-old"]
         choice = model_choice(first)
         engine = engines.get_engine(choice.engine, **choice.options)
         assert engine.loaded

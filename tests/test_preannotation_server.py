@@ -117,17 +117,44 @@ def test_bad_images_get_a_visible_per_task_error(label_studio, http, page_png):
     assert task(label_studio, http, corrupt[0])["predictions"] == []
 
 
-def test_data_manager_action_reruns_selected_tasks(label_studio, http, page_png):
+def test_data_manager_action_reruns_changed_tasks_and_never_duplicates(label_studio, http, page_png):
     project_id = create_project(label_studio, http, "ocr action")
     [task_id] = upload(label_studio, http, project_id, "page.png", page_png)
-    wait_predicted(label_studio, http, task_id)
+    [first] = wait_predicted(label_studio, http, task_id)["predictions"]
     actions = http.get(f"{label_studio.url}/api/dm/actions", params={"project": project_id}, timeout=30).json()
     assert "Pre-annotate with Marker OCR" in [action["title"] for action in actions]
-    response = http.post(f"{label_studio.url}/api/dm/actions", timeout=30,
-                         params={"id": "marker_ls_preannotate", "project": project_id},
-                         json={"selectedItems": {"all": False, "included": [task_id]}})
-    assert response.status_code == 200, response.text
-    assert wait_predicted(label_studio, http, task_id, count=2)
+
+    def rerun():
+        response = http.post(f"{label_studio.url}/api/dm/actions", timeout=30,
+                             params={"id": "marker_ls_preannotate", "project": project_id},
+                             json={"selectedItems": {"all": False, "included": [task_id]}})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["async"] is True  # Label Studio's Data Manager: "being processed in the background"
+        return body
+
+    for _ in range(2):  # unchanged since predicted: nothing queued, still the one prediction
+        body = rerun()
+        assert body["processed_items"] == 0
+        assert body["detail"] == ("Queued 0 tasks for Marker OCR pre-annotation; skipped 1 already predicted by "
+                                  "marker-rapidocr-base and unchanged since.")
+    assert [p["id"] for p in task(label_studio, http, task_id)["predictions"]] == [first["id"]]
+
+    data = task(label_studio, http, task_id)["data"]
+    patched = http.patch(f"{label_studio.url}/api/tasks/{task_id}", json={"data": {**data, "note": "rescanned"}},
+                         timeout=30)
+    assert patched.status_code == 200, patched.text
+    body = rerun()
+    assert body["processed_items"] == 1 and body["detail"] == "Queued 1 tasks for Marker OCR pre-annotation."
+
+    def replaced():
+        predictions = task(label_studio, http, task_id)["predictions"]
+        return predictions if [p["id"] for p in predictions] != [first["id"]] else None
+
+    [second] = wait_for(replaced, 90, interval=0.5, message="the changed task's new prediction")
+    assert second["model_version"] == "marker-rapidocr-base"
+    assert_matches_lines(second)
+    assert rerun()["processed_items"] == 0  # the new prediction is newer than the change
 
 
 def test_preset_is_in_label_studios_template_gallery(label_studio, http):

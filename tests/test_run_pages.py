@@ -9,6 +9,7 @@ from django.conf import settings
 from django.http import Http404
 from django.middleware.csrf import get_token
 from django.test import RequestFactory
+from mls_browser import logged_in
 from mls_factories import make_project, make_user
 
 from marker_ls_plugin import runs, views
@@ -86,17 +87,58 @@ def test_result_section_compares_before_and_after_and_activates():
 def test_retry_button_starts_a_run_with_the_same_settings():
     owner = make_user()
     run = finished_run("failed", owner, with_model=False)
+    FineTuneRun.objects.filter(pk=run.pk).update(retryable=True, error="worker stopped: no heartbeat")
     browser = Browser(owner)
     assert "Retry with the same settings" in page(owner, run)
     response = browser.post(views.run_retry_page, run.pk)
     retry = FineTuneRun.objects.exclude(pk=run.pk).get(project=run.project)
     assert response.status_code == 302 and response["Location"] == f"/marker-ls/runs/{retry.pk}/"
     assert retry.config == TrainingArguments(max_steps=120).to_dict() and retry.trigger == run.trigger
+    assert f'Retried as <a href="/marker-ls/runs/{retry.pk}/">run #{retry.pk}</a> (queued)' in page(owner, run)
+    assert f'Retry of <a href="/marker-ls/runs/{run.pk}/">run #{run.pk}</a>' in page(owner, retry)
     runs.cancel_run(retry)
-    # a succeeded run is not retried, and another organisation cannot touch the run
+    # a succeeded run, or one that failed for its own reasons, is not retried
     done = finished_run("succeeded", owner, with_model=False)
     assert browser.post(views.run_retry_page, done.pk).status_code == 400
+    broken = finished_run("failed", owner, with_model=False)
+    assert "Retry with the same settings" not in page(owner, broken)
+    assert browser.post(views.run_retry_page, broken.pk).status_code == 400
+    # and another organisation cannot touch the run
     assert browser.post(views.run_activate_page, done.pk).status_code == 400
     stranger = Browser(make_user())
     assert stranger.post(views.run_retry_page, run.pk).status_code == 404
     assert stranger.post(views.run_activate_page, run.pk).status_code == 404
+
+
+def test_the_error_comes_first_in_one_line_and_the_traceback_folded():
+    owner = make_user()
+    run = finished_run("failed", owner, with_model=False)
+    trace = ('Traceback (most recent call last):\n  File "loop.py", line 3, in train\n'
+             'RuntimeError: CUDA <out> of memory.')
+    FineTuneRun.objects.filter(pk=run.pk).update(error="RuntimeError: CUDA <out> of memory.", traceback=trace,
+                                                 log_tail="exporting project")
+    html = page(owner, run)
+    error = '<p class="mls-error" data-field="error">RuntimeError: CUDA &lt;out&gt; of memory.</p>'
+    folded = ('<details class="mls-traceback"><summary>Traceback</summary><pre>Traceback (most recent call last):\n'
+              '  File &quot;loop.py&quot;, line 3, in train\nRuntimeError: CUDA &lt;out&gt; of memory.</pre></details>')
+    log = '<pre class="mls-log" data-field="log_tail">exporting project</pre>'
+    assert error in html and folded in html and log in html
+    assert html.index(error) < html.index(folded) < html.index(log)
+    assert "<details" not in page(owner, finished_run("succeeded", owner, with_model=False))
+
+
+def test_cancelling_an_ended_run_says_there_is_nothing_to_cancel():
+    owner = make_user()
+    run = finished_run("succeeded", owner, with_model=False)
+    response = Browser(owner).post(views.run_cancel_page, run.pk)
+    assert response.status_code == 409
+    assert f"Run #{run.pk} already succeeded; nothing to cancel" in response.content.decode()
+    api = logged_in(owner).post(f"/marker-ls/api/runs/{run.pk}/cancel/", {}, content_type="application/json")
+    assert api.status_code == 409 and api.json() == {"detail": f"Run #{run.pk} already succeeded; nothing to cancel"}
+    run.refresh_from_db()
+    assert run.status == "succeeded" and not run.cancel_requested
+    # an active run is still cancelled from its page
+    queued = FineTuneRun.objects.create(project=run.project, config={}, started_by=owner)
+    assert Browser(owner).post(views.run_cancel_page, queued.pk).status_code == 302
+    queued.refresh_from_db()
+    assert queued.status == "cancelled"

@@ -11,13 +11,16 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 from django.utils import timezone
 from mls_factories import make_project
 from mls_helpers import free_port, wait_for
 from projects.models import Project
+from rq.timeouts import JobTimeoutException
 from tasks.models import Task
 
-from marker_ls_plugin import runs
+from marker_ls_plugin import jobs, runs
 from marker_ls_plugin.models import FineTuneRun, ProjectConfig
 from marker_ls_plugin.preannotation import sweep
 
@@ -147,6 +150,7 @@ def test_an_import_while_redis_hangs_keeps_its_tasks_for_the_sweep(redis_url):
 def background_reaper():
     from marker_ls_plugin import queues, reaper
 
+    reaper.stop_reaper()  # one an earlier test started (its embedded executor) would reap on its own schedule
     yield queues
     reaper.stop_reaper()
     executor = queues._executors.pop("marker_ls_reaper_test", None)
@@ -161,3 +165,56 @@ def test_the_embedded_executor_reaps_dead_runs_periodically(background_reaper):
     background_reaper.get_embedded_executor("marker_ls_reaper_test")
     wait_for(lambda: FineTuneRun.objects.get(pk=dead.pk).status == "failed", 20, message="the periodic reap")
     assert "no heartbeat" in FineTuneRun.objects.get(pk=dead.pk).error
+
+
+def timed_out_run(context):
+    raise JobTimeoutException("Task exceeded maximum timeout value (5 seconds)")
+
+
+def broken_run(context):
+    context.log("training started")
+    raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
+
+
+def execute(project, function: str) -> FineTuneRun:
+    run = FineTuneRun.objects.create(project=project, queue_backend="rq", job_id=f"rq:{function}")
+    with override_settings(MARKER_LS={**settings.MARKER_LS, "RUN_FUNCTION": f"test_runs.{function}"}):
+        assert jobs.execute_run(run.pk) == "failed"
+    run.refresh_from_db()
+    return run
+
+
+def test_an_error_is_one_line_with_its_traceback_apart_and_only_outside_failures_retry():
+    project = make_project("retryable")
+    broken = execute(project, "broken_run")
+    assert broken.error == "RuntimeError: CUDA out of memory."
+    assert broken.traceback.startswith("Traceback (most recent call last):")
+    assert "Tried to allocate 2.00 GiB" in broken.traceback and "in broken_run" in broken.traceback
+    assert broken.log_tail == "training started"  # the log keeps the run's own lines
+    assert not broken.retryable and not broken.can_retry
+    with pytest.raises(ValueError, match=r"failed \(RuntimeError: CUDA out of memory.\), and a retry would fail"):
+        runs.retry_run(broken)
+
+    timed_out = execute(project, "timed_out_run")
+    assert timed_out.error == "JobTimeoutException: Task exceeded maximum timeout value (5 seconds)"
+    assert timed_out.retryable
+    retry, created = runs.retry_run(timed_out)
+    assert created and retry.retry_of == timed_out and list(timed_out.retries.all()) == [retry]
+    runs.cancel_run(retry)
+    retry.refresh_from_db()
+    assert retry.status == "cancelled" and retry.can_retry  # a cancelled run can be started again
+    again, _ = runs.retry_run(retry)
+    assert again.retry_of == retry
+    runs.cancel_run(again)
+
+
+def test_reaped_runs_are_retryable():
+    project = make_project("reaped retryable")
+    stale = FineTuneRun.objects.create(project=project, status="running", queue_backend="rq", job_id="z",
+                                       heartbeat_at=timezone.now() - timedelta(hours=1))
+    orphan = FineTuneRun.objects.create(project=make_project("orphan retryable"), queue_backend="embedded",
+                                        job_id="embedded:999999:def")
+    for run in (stale, orphan):
+        assert run in runs.reap_stale_runs(project=run.project)
+        run.refresh_from_db()
+        assert run.status == "failed" and run.retryable and run.can_retry and "\n" not in run.error

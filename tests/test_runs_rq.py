@@ -61,7 +61,8 @@ def test_failure_records_the_exception(start_worker):
     start_worker()
     wait_status(run, {"failed"})
     assert run.error == "RuntimeError: scripted failure: the GPU caught fire"
-    assert "Traceback" in run.log_tail
+    assert run.traceback.startswith("Traceback") and "in scripted_run" in run.traceback
+    assert "Traceback" not in run.log_tail and not run.retryable  # the run's own error: a retry would meet it again
     assert run.step == 1 and run.metrics == [{"step": 1, "loss": 2.5}]
 
 

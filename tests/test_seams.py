@@ -4,9 +4,9 @@ Two real servers started the same way (``label-studio start`` on PostgreSQL clon
 settings module: Label Studio's own and the plugin's. The same scenario, driven through Label Studio's API
 with an ML backend that is not the plugin's (a stub speaking the ML protocol on loopback, hence
 ``ML_BLOCK_LOCAL_IP=false`` and ``SSRF_PROTECTION_ENABLED=false`` on both), must give the same answers and
-make the same calls to that backend. The seams crossed: the ML connector class (``ml.models.MLApi``), the ML
-URL validator, the ML webhook receiver, ``PROJECT_MIXIN`` (task import), the URL routing in front of Label
-Studio's (including the template list the plugin extends).
+make the same calls to that backend. The seams crossed: the ML connector class (``ml.models.MLApi``), Start
+Training (``ml.api.MLBackendTrainAPI.post``), the ML URL validator, the ML webhook receiver, ``PROJECT_MIXIN``
+(task import), the URL routing in front of Label Studio's (including the template list the plugin extends).
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def test_the_scenario_reached_the_external_backend(outcomes):
     assert status == 200 and interactive["data"]["result"][0]["value"]["rectanglelabels"] == ["Person"]
     assert ours["test_request"][0] == 200
     assert ours["annotation"] == (201, [["Car"]])
+    assert ours["train"] == (200, None)  # Label Studio's own empty answer to Start Training, through the seam
     assert ours["webhooks"] == [("<stub>/webhook", True)]  # Label Studio's automatic backend webhook
     calls = ours["calls"]
     routes = [route for _, route, *_ in calls]

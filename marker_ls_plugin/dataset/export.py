@@ -131,6 +131,28 @@ def export_from_source(source: Source, output_dir: str, *, labels: list[str] | N
     return manifest
 
 
+def count_lines(project_id: int, *, labels: list[str] | None = None, val_fraction: float = 0.1, seed: int = 0,
+                annotation_rule: str = "ground_truth_else_latest") -> dict[str, int]:
+    """The lines an in-process export would write per split, ``{"train": n, "val": m}``, reading no image.
+
+    Same annotations, labels filter and split as the export; a line whose image turns out unreadable or whose
+    box falls outside it is counted here and skipped by the export, so this is an upper bound.
+    """
+    from marker_ls_plugin.dataset.sources import DatabaseSource
+
+    source = DatabaseSource(project_id)
+    try:
+        controls = controls_from_config(source.label_config)
+    except ValueError:
+        return {"train": 0, "val": 0}  # not OCR-shaped: nothing to export
+    counts = {"train": 0, "val": 0}
+    for item in source.tasks(annotation_rule):
+        regions, _ = pair_regions(item.result, controls, labels)
+        for region in regions:
+            counts[split_of(f"{item.task}:{region.id}", seed, val_fraction)] += 1
+    return counts
+
+
 def _export_task(writer: _Writer, item: AnnotatedTask, regions: list[Region], image_key: str,
                  padding: int) -> None:
     from marker_ls_plugin.ocr.types import ImageError

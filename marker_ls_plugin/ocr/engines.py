@@ -162,7 +162,6 @@ class Engine(abc.ABC):
 # --- surya ---------------------------------------------------------------------------------------------------------
 
 SURYA_MAX_PAGE_SIDE = 4096
-SURYA_SETTING = {"recognition": "SURYA_RECOGNITION_CHECKPOINT", "detection": "SURYA_DETECTION_CHECKPOINT"}
 # Formatting tags surya writes into line text; the plugin trains on and annotates plain text.
 _FORMATTING_TAG = r"</?(?:b|i|u|sup|sub)>|<br\s*/?>"
 
@@ -208,9 +207,9 @@ class SuryaEngine(Engine):
             from surya.foundation import FoundationPredictor
             from surya.settings import settings
         except ImportError as exc:
-            raise EngineUnavailable(
-                f"surya cannot be imported ({exc}): pip install surya-ocr==0.17.1 --no-deps (README, Installation)"
-            ) from exc
+            from marker_ls_plugin.ocr.availability import surya_import_problem
+
+            raise EngineUnavailable(surya_import_problem(exc)) from exc
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         kind = torch.device(device).type
@@ -223,8 +222,10 @@ class SuryaEngine(Engine):
             foundation = FoundationPredictor(checkpoint=recognition, device=device, dtype=dtype)
             detector = DetectionPredictor(checkpoint=detection, device=device, dtype=dtype)
         except Exception as exc:
-            raise EngineUnavailable(f"surya could not load {recognition!r} / {detection!r}: {exc}. "
-                                    f"{_surya_hint(settings.MODEL_CACHE_DIR)}") from exc
+            from marker_ls_plugin.ocr.availability import first_line, surya_fix
+
+            raise EngineUnavailable(f"surya could not load {recognition} / {detection}: {type(exc).__name__}: "
+                                    f"{first_line(exc)}. {surya_fix(settings.MODEL_CACHE_DIR)}") from exc
         # Multi-token lookahead off, for this model only. RecognitionPredictor asks the foundation loop for
         # config.multi_output_distance extra tokens per step, taken while each is >= the process-wide setting
         # FOUNDATION_MULTI_TOKEN_MIN_CONFIDENCE (0.9). Fine-tuning trains the LM head only, so the lookahead heads of
@@ -314,52 +315,58 @@ class SuryaEngine(Engine):
         return OCRLine(_clip(polygon, width, height), text, _confidence(line.confidence))
 
 
-def _surya_hint(cache_dir: str) -> str:
-    return (f"Set MARKER_LS['{SURYA_SETTING['recognition']}'] / ['{SURYA_SETTING['detection']}'] to local "
-            f"directories, or run once online to fill surya's cache at {cache_dir}")
+def resolve_surya_checkpoint(checkpoint: str | None = None, *, download: bool = True) -> str:
+    """A recognition checkpoint surya can load now (``None``: surya's default), or EngineUnavailable.
 
-
-def resolve_surya_checkpoint(checkpoint: str | None = None) -> str:
-    """A recognition checkpoint surya can load now (``None``: surya's default), or EngineUnavailable."""
+    ``download=False`` fetches nothing (web requests): a missing default passes when its host answers.
+    """
     from surya.settings import settings
 
-    return _surya_checkpoint(checkpoint, settings.FOUNDATION_MODEL_CHECKPOINT, "recognition")
+    return _surya_checkpoint(checkpoint, settings.FOUNDATION_MODEL_CHECKPOINT, "recognition", download=download)
 
 
-def _surya_checkpoint(checkpoint: str | None, default: str, kind: str) -> str:
-    """The checkpoint surya can load without a download, or EngineUnavailable saying what to set.
+def _surya_checkpoint(checkpoint: str | None, default: str, kind: str, *, download: bool = True) -> str:
+    """The checkpoint surya can load without a download, or EngineUnavailable saying what to do.
 
     ``s3://`` ids (surya's defaults) live in surya's MODEL_CACHE_DIR; a missing one is fetched once with surya's
     own downloader (no retries, unlike surya's loader which sleeps between three attempts), unless
-    Hugging Face's offline mode (HF_HUB_OFFLINE=1) is on.
+    Hugging Face's offline mode (HF_HUB_OFFLINE=1) is on or its host does not answer. With ``download=False``
+    nothing is fetched: a missing one passes when its download host answers (availability.engine_problem).
     """
     from huggingface_hub import constants
-    from surya.common.s3 import check_manifest, download_directory
+    from surya.common.s3 import check_manifest, download_directory, join_urls
     from surya.settings import settings
 
+    from marker_ls_plugin.ocr.availability import SURYA_SETTING, download_problem, network_reason, surya_fix
+
     checkpoint = checkpoint or default
-    setting = f"MARKER_LS['{SURYA_SETTING[kind]}']"
     if checkpoint.startswith("s3://"):
         remote = checkpoint.removeprefix("s3://")
         local = os.path.join(settings.MODEL_CACHE_DIR, remote)
         if check_manifest(local):
             return checkpoint
+        missing = f"surya's {kind} weights ({checkpoint}) are not in surya's cache at {settings.MODEL_CACHE_DIR}"
         if constants.HF_HUB_OFFLINE:
-            raise EngineUnavailable(f"surya {kind} checkpoint {checkpoint} is not in surya's cache and downloads "
-                                    f"are off (HF_HUB_OFFLINE). {_surya_hint(settings.MODEL_CACHE_DIR)}")
-        os.makedirs(local, exist_ok=True)
-        try:
-            download_directory(remote, local)
-        except Exception as exc:
-            raise EngineUnavailable(f"surya {kind} checkpoint {checkpoint} could not be downloaded from "
-                                    f"{settings.S3_BASE_URL} ({exc}). {_surya_hint(settings.MODEL_CACHE_DIR)}") from exc
+            raise EngineUnavailable(f"{missing} and downloads are off (HF_HUB_OFFLINE). "
+                                    f"{surya_fix(settings.MODEL_CACHE_DIR)}")
+        url = join_urls(settings.S3_BASE_URL, remote)
+        problem = download_problem(url)  # offline, fail at once, before surya's downloader logs its raw error
+        if download and not problem:
+            os.makedirs(local, exist_ok=True)
+            try:
+                download_directory(remote, local)
+            except Exception as exc:
+                problem = network_reason(exc)
+        if problem:
+            raise EngineUnavailable(f"{missing} and could not be downloaded from {url}: {problem}. "
+                                    f"{surya_fix(settings.MODEL_CACHE_DIR)}")
         return checkpoint
     path = os.path.expanduser(checkpoint)
     looks_local = os.path.isabs(path) or path.startswith(".") or os.path.exists(path)
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
-        raise EngineUnavailable(f"surya {kind} checkpoint {checkpoint!r} is not a checkpoint directory (no "
-                                f"config.json there). Set {setting} to a directory saved by fine-tuning, or leave it "
-                                f"unset for surya's default")
+        raise EngineUnavailable(f"surya's {kind} checkpoint {checkpoint} is not a checkpoint directory (no "
+                                f"config.json there). Set MARKER_LS_{SURYA_SETTING[kind]} to a directory saved by "
+                                f"fine-tuning, or unset it for surya's default. {surya_fix(settings.MODEL_CACHE_DIR)}")
     return path  # a directory, or a Hugging Face repo id for transformers
 
 

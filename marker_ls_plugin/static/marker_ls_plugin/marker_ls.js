@@ -1,4 +1,4 @@
-// marker-ls-plugin: live refresh of a run page while the run is queued or running.
+// marker-ls-plugin: a run page shows the run's state as the API gives it: read at load, polled while it is active.
 (function () {
   "use strict";
   var ACTIVE = ["queued", "running"];
@@ -19,23 +19,29 @@
     });
   }
 
-  function poll(root) {
+  // rendered: the status the server rendered. A run that ended since then reloads once, for its final page
+  // (result, error, traceback); until the reload shows, its Cancel form is gone.
+  function poll(root, rendered) {
     fetch(root.dataset.runApi, { credentials: "same-origin" })
-      .then(function (response) { return response.json(); })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);  // no run state in an error: try again later
+        return response.json();
+      })
       .then(function (run) {
         update(root, run);
-        if (ACTIVE.indexOf(run.status) >= 0) setTimeout(function () { poll(root); }, 2000);
-        else window.location.reload();
+        if (ACTIVE.indexOf(run.status) >= 0) return setTimeout(function () { poll(root, rendered); }, 2000);
+        root.querySelectorAll('form[action$="/cancel/"]').forEach(function (form) { form.hidden = true; });
+        if (run.status !== rendered) window.location.reload();
       })
-      .catch(function () { setTimeout(function () { poll(root); }, 5000); });
+      .catch(function () { setTimeout(function () { poll(root, rendered); }, 5000); });
   }
 
   function start() {
     // Label Studio's SPA copies the page content in after load; wait for it.
     var root = document.querySelector(".app-wrapper .mls-run");
     if (!root) return setTimeout(start, 200);
-    var status = root.querySelector("[data-field=status]").textContent.trim().toLowerCase();
-    if (ACTIVE.indexOf(status) >= 0) setTimeout(function () { poll(root); }, 2000);
+    var status = root.querySelector("[data-field=status]").className.match(/\bmls-status-(\S+)/);
+    poll(root, status && status[1]);
   }
 
   var template = document.querySelector("template#main-content");
