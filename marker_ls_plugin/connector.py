@@ -211,8 +211,8 @@ def train_api_post(label_studio_post):
     """``MLBackendTrainAPI.post`` (Start Training): for the plugin's backend, start a run and answer with its link.
 
     Another backend's request reaches Label Studio's own method with every argument as received. The plugin's
-    records the user who pressed the button and answers ``{"run", "status", "url", "detail"}`` (the Model tab
-    shows the answer), or 400 ``{"detail"}`` saying why the project cannot train yet.
+    records the user who pressed the button and answers ``{"run", "status", "url", "detail"}``, repeated under
+    ``"response"`` (what the Model tab's dialog shows), or 400 ``{"detail"}`` saying why the project cannot train yet.
     """
 
     def post(self, request, *args, **kwargs):
@@ -231,8 +231,9 @@ def train_api_post(label_studio_post):
             return Response({"detail": f"no run started: {exc}"}, status=400)
         url = request.build_absolute_uri(reverse("marker_ls_plugin:run-detail", args=[run.pk]))
         state = "started" if created else f"already {run.status}"
-        return Response({"run": run.pk, "status": run.status, "url": url,
-                         "detail": f"Fine-tune run #{run.pk} {state}: {url}"})
+        answer = {"run": run.pk, "status": run.status, "url": url, "detail": f"Fine-tune run #{run.pk} {state}: {url}"}
+        # The Model tab's Start Training dialog prints the body's "response" (Label Studio's own answer has none).
+        return Response({**answer, "response": answer})
 
     return post
 

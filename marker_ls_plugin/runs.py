@@ -132,9 +132,10 @@ def training_problems(project, base_model: OCRModel | None = None,
         missing = settings[key] - counts[split]
         if missing > 0:
             problems.append(
-                f"the {name} split has {counts[split]} annotated lines and a run needs {settings[key]}: annotate "
-                f"about {_more_lines(missing, split, arguments.val_fraction)} more lines (each line is a region with "
-                f"its transcription), or lower MARKER_LS_{key}"
+                f"the {name} split has {counts[split]} annotated lines and a run needs {settings[key]}; new lines go "
+                f"to it about {_share(split, arguments.val_fraction):.0%} of the time, so annotate about "
+                f"{_more_lines(missing, split, arguments.val_fraction)} more lines (each line is a region with its "
+                f"transcription), or lower MARKER_LS_{key}"
             )
     return problems
 
@@ -162,9 +163,13 @@ def _model_problems(project, base_model: OCRModel | None) -> list[str]:
     return []
 
 
+def _share(split: str, val_fraction: float) -> float:
+    return val_fraction if split == "val" else 1 - val_fraction
+
+
 def _more_lines(missing: int, split: str, val_fraction: float) -> int:
     """About how many new lines give ``missing`` more in ``split``: new lines land in it with its share."""
-    share = val_fraction if split == "val" else 1 - val_fraction
+    share = _share(split, val_fraction)
     return missing if share <= 0 else math.ceil(missing / share)
 
 

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper modules
 
-from mls_helpers import CI, LabelStudio, free_port, stop_process  # noqa: E402
+from mls_helpers import CI, LabelStudio, free_port, start_marker_ls, stop_process  # noqa: E402
 from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
 from marker_ls_plugin.processes import pid_alive  # noqa: E402
@@ -182,7 +182,6 @@ def start_worker(redis_url, tmp_path):
 def label_studio():
     """One Label Studio server per session: the embedded default (SQLite, no Redis)."""
     data_dir = DATA / "server"
-    port = free_port()
     env = _clean_environ()
     local_files = DATA / "local-files"
     local_files.mkdir(exist_ok=True)
@@ -190,19 +189,12 @@ def label_studio():
                 "DJANGO_DB": "sqlite", "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(local_files),
                 "MARKER_LS_ML_BACKEND_BASIC_AUTH": "ml-user:ml-secret"})
-    log_path = DATA / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [PYTHON, "-m", "marker_ls_plugin.cli", "start", "--port", str(port), "--host", "127.0.0.1",
-             "--data-dir", str(data_dir), "--no-demo"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
+    server = start_marker_ls(env, data_dir, DATA / "server.log", "--no-demo")
     server.local_files = local_files
     try:
-        server.wait_until_up()
         yield server
     finally:
-        stop_process(proc)
+        stop_process(server.proc)
 
 
 @pytest.fixture(scope="session")

@@ -111,3 +111,26 @@ class LabelStudio:
                 return False
 
         wait_for(up, timeout=timeout, interval=0.5, message="Label Studio to answer /health")
+
+
+def start_marker_ls(env: dict[str, str], data_dir: Path, log_path: Path, *args: str) -> LabelStudio:
+    """`marker-ls start` as README's first command runs it, on a free loopback port, up and answering.
+
+    The caller stops it with stop_process(server.proc), also when a test fails; a server that exits before it
+    answers fails here with its log.
+    """
+    import sys
+
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "marker_ls_plugin.cli", "start", "--port", str(port), "--host", "127.0.0.1",
+             "--data-dir", str(data_dir), *args],
+            env=env, cwd=TESTS.parent, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
+    try:
+        server.wait_until_up()
+    except BaseException:
+        stop_process(proc)
+        raise
+    return server

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import io
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from mls_helpers import LabelStudio, free_port, stop_process, wait_for
+from mls_helpers import LabelStudio, start_marker_ls, stop_process, wait_for
 from mls_helpers import clean_environ as _clean_environ
 
 from marker_ls_plugin.demo import DEMO_TITLE, PAGES
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -22,19 +17,11 @@ def demo_server(clone_database, tmp_path):
     """`marker-ls start` with its demo, on a fresh migrated PostgreSQL database with no projects."""
     env = {**_clean_environ(), **clone_database("demo_"), "LABEL_STUDIO_USERNAME": LabelStudio.email,
            "LABEL_STUDIO_PASSWORD": LabelStudio.password}
-    data_dir, log_path = tmp_path / "data", tmp_path / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "marker_ls_plugin.cli", "start", "--port", str(free_port()), "--host",
-             "127.0.0.1", "--data-dir", str(data_dir)],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    port = proc.args[proc.args.index("--port") + 1]
-    server = LabelStudio(f"http://127.0.0.1:{port}", proc, log_path, data_dir)
+    server = start_marker_ls(env, tmp_path / "data", tmp_path / "server.log")
     try:
-        server.wait_until_up()
         yield server
     finally:
-        stop_process(proc)
+        stop_process(server.proc)
 
 
 def test_demo_pages_are_uploads_that_every_view_serves(demo_server):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import re
 
 import pytest
@@ -110,7 +111,9 @@ def test_too_few_lines_are_refused_with_how_many_more(finetune):
     project = surya_project("preflight lines", 10)
     counts = expected_split(project)
     problems = refusal(project)
-    assert problems[0].startswith(f"the training split has {counts['train']} annotated lines and a run needs 20: ")
+    assert problems[0].startswith(f"the training split has {counts['train']} annotated lines and a run needs 20; ")
+    # new lines land in training 90% of the time (val_fraction 0.1)
+    assert f"annotate about {math.ceil((20 - counts['train']) / 0.9)} more lines" in problems[0]
     assert "MARKER_LS_MIN_TRAIN_LINES" in problems[0]
     if counts["val"] < 5:
         assert problems[1].startswith(f"the validation split has {counts['val']} annotated lines and a run needs 5")

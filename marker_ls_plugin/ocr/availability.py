@@ -45,12 +45,13 @@ def surya_fix(cache_dir: str | None = None) -> str:
         "Or give surya its weights: set MARKER_LS_SURYA_RECOGNITION_CHECKPOINT and "
         "MARKER_LS_SURYA_DETECTION_CHECKPOINT to local checkpoint directories (a recognition checkpoint directory "
         f"holds config.json, *.safetensors and the tokenizer files {', '.join(TOKENIZER_FILES)}), or set "
-        "MODEL_CACHE_DIR to a copy of surya's cache (<MODEL_CACHE_DIR>/"
+        "MODEL_CACHE_DIR to a copy of surya's cache (MODEL_CACHE_DIR/"
         f"{SURYA_DEFAULTS['recognition']}/ and {SURYA_DEFAULTS['detection']}/, each with its manifest.json; "
         f"looked in {cache}); changing these environment variables needs a restart of Label Studio and its "
         "workers. A recognition model needs no restart: put its checkpoint directory under "
-        f"{os.path.join(models_dir, 'recognition', '<name>')}/, run `marker-ls models scan`, then pick the model "
-        "on the project's OCR page (the detector's weights are still needed)."
+        f"{os.path.join(models_dir, 'recognition')}/ (one directory per model, its name the model's), run "
+        "`marker-ls models scan`, then pick the model on the project's OCR page (the detector's weights are still "
+        "needed)."
     )
 
 
