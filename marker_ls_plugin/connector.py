@@ -123,7 +123,9 @@ class InProcessMLApi:
 
         Unlike Label Studio's, it leaves out the project's task-data login and password: nothing here needs them.
         """
-        uid = f"{project.pk}.{int(project.created_at.timestamp())}"
+        from ml.api_connector import MLApi
+
+        uid = MLApi._create_project_uid(self, project)  # Label Studio's "<id>.<created timestamp>", its own rule
         return {"tasks": list(tasks), "project": uid, "label_config": project.label_config,
                 "params": {"context": context}}
 

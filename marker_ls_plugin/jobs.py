@@ -18,6 +18,7 @@ from rq.timeouts import JobTimeoutException
 
 from marker_ls_plugin.conf import get_config
 from marker_ls_plugin.models import FineTuneRun
+from marker_ls_plugin.ocr.availability import first_line
 from marker_ls_plugin.runs import finish
 from marker_ls_plugin.training.config import TrainingArguments
 
@@ -144,7 +145,7 @@ def execute_run(run_pk: int) -> str:
 
 def error_line(exc: BaseException) -> str:
     """``"<ExceptionType>: <first line of its message>"``: what a run page shows first; the traceback follows."""
-    message = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    message = first_line(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 

@@ -97,34 +97,34 @@ def model_choice(project: Project) -> ModelChoice:
 
 
 def choose_engine(project: Project, engine: str) -> ProjectConfig:
-    """Pre-annotate ``project`` with ``engine`` ("auto": the site's engine) instead of any active model.
+    """Pre-annotate ``project`` with ``engine`` ("auto": the site's engine) instead of any active model."""
+    return _choose(project, None, engine="" if engine == "auto" else engine)
+
+
+def choose_model(project: Project, model: OCRModel) -> ProjectConfig:
+    """Pre-annotate ``project`` with the registry ``model``."""
+    return _choose(project, model)
+
+
+def _choose(project: Project, model: OCRModel | None, engine: str | None = None) -> ProjectConfig:
+    """Activate ``model`` (None: the engine), set the project's ``engine`` unless None, forget the old engine error.
 
     Once the change commits, tasks nobody annotated that lack a prediction of the new version are queued, so
     pages imported while the previous engine could not load are predicted now.
     """
     from marker_ls_plugin import runs
 
-    had_model = project_config(project).active_model_id is not None
-    config = runs.activate_model(project, None)
-    stored = "" if engine == "auto" else engine
-    if config.engine != stored or config.engine_error:  # the error was the previous engine's
-        config.engine, config.engine_error = stored, ""
-        config.save(update_fields=["engine", "engine_error", "updated_at"])
-    if not (had_model and get_config()["REPREDICT_ON_ACTIVATE"]):  # else activate_model queued this sweep
-        transaction.on_commit(lambda: sweep(project), robust=True)
-    return config
-
-
-def choose_model(project: Project, model: OCRModel) -> ProjectConfig:
-    """Pre-annotate ``project`` with the registry ``model``; like choose_engine, queue what lacks its predictions."""
-    from marker_ls_plugin import runs
-
-    changes = project_config(project).active_model_id != model.pk
+    model_changes = project_config(project).active_model_id != (model.pk if model else None)
     config = runs.activate_model(project, model)
-    if config.engine_error:  # the previous model's
-        config.engine_error = ""
-        config.save(update_fields=["engine_error", "updated_at"])
-    if not (changes and get_config()["REPREDICT_ON_ACTIVATE"]):  # else activate_model queued this sweep
+    wanted = {"engine_error": ""}  # the error was the previous engine's
+    if engine is not None:
+        wanted["engine"] = engine
+    changed = [name for name, value in wanted.items() if getattr(config, name) != value]
+    if changed:
+        for name in changed:
+            setattr(config, name, wanted[name])
+        config.save(update_fields=[*changed, "updated_at"])
+    if not (model_changes and get_config()["REPREDICT_ON_ACTIVATE"]):  # else activate_model queued this sweep
         transaction.on_commit(lambda: sweep(project), robust=True)
     return config
 

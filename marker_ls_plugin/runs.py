@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from marker_ls_plugin.conf import get_config, queue_backend
+from marker_ls_plugin.conf import DEFAULTS, get_config, queue_backend
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
 from marker_ls_plugin.processes import pid_alive
 from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for, job_status
@@ -21,7 +21,7 @@ from marker_ls_plugin.training.config import TrainingArguments
 logger = logging.getLogger(__name__)
 
 EXECUTE_RUN = "marker_ls_plugin.jobs.execute_run"
-FINETUNE = "marker_ls_plugin.finetune.run_finetune"
+FINETUNE = DEFAULTS["RUN_FUNCTION"]  # the built-in fine-tune, whose needs training_problems checks
 
 
 class RunRefused(ValueError):

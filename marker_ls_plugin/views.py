@@ -164,25 +164,38 @@ def nothing_to_cancel(run: FineTuneRun) -> str:
 # The project's OCR page: which engine pre-annotates it, why, what is wrong with it, and the choice
 
 
+def ocr_overview(project) -> dict:
+    """What the project's OCR page and the OCR API's GET both show: its settings, the model choice, what keeps
+    the engine from loading, the tasks predicted by the current version, and the failed tasks (unsliced)."""
+    from marker_ls_plugin.ocr.availability import engine_problem
+    from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
+
+    choice = model_choice(project)
+    statuses = TaskOCR.objects.filter(task__project=project)
+    return {
+        "config": project_config(project), "choice": choice,
+        "problem": engine_problem(choice.engine, choice.options),
+        "ocr_project": project_controls(project) is not None,
+        "done": statuses.filter(status=TaskOCR.Status.DONE, model_version=choice.version).count(),
+        "failed": statuses.filter(status=TaskOCR.Status.ERROR).order_by("task_id"),
+    }
+
+
 @login_required
 def project_page(request, project_pk: int):
     """The engine in use and why, what keeps it from loading, the pre-annotation counts, and the engine form."""
     from marker_ls_plugin.conf import get_config
-    from marker_ls_plugin.ocr.availability import engine_problem
-    from marker_ls_plugin.preannotation import model_choice, pending_tasks, project_config, project_controls
+    from marker_ls_plugin.preannotation import pending_tasks
 
     project = get_project(request.user, project_pk)
-    config = project_config(project)
-    choice = model_choice(project)
-    statuses = TaskOCR.objects.filter(task__project=project)
+    overview = ocr_overview(project)
+    config, choice = overview["config"], overview["choice"]
     site_engine = get_config()["ENGINE"]
     context = {
-        "project": project, "config": config, "choice": choice,
-        "problem": engine_problem(choice.engine, choice.options),
-        "ocr_project": project_controls(project) is not None,
-        "done": statuses.filter(status=TaskOCR.Status.DONE, model_version=choice.version).count(),
+        **overview,
+        "project": project,
         "pending": pending_tasks(project, choice.version, unannotated_only=True).count(),
-        "failed": statuses.filter(status=TaskOCR.Status.ERROR).order_by("task_id")[:200],
+        "failed": overview["failed"][:200],
         "selected": None if config.active_model_id else (config.engine or "auto"),
         "engines": [("auto", "Automatic" if site_engine == "auto" else f"Site default ({site_engine})"),
                     ("surya", "surya"), ("rapidocr", "RapidOCR")],
@@ -300,29 +313,25 @@ class ProjectOCRAPI(APIView):
 
     @staticmethod
     def state(project) -> dict:
-        from marker_ls_plugin.ocr.availability import engine_problem
-        from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
-
-        config = project_config(project)
-        choice = model_choice(project)
-        statuses = TaskOCR.objects.filter(task__project=project)
+        overview = ocr_overview(project)
+        config, choice = overview["config"], overview["choice"]
         return {
             "project": project.pk,
             "ml_backend_credential": None if config._state.adding else ml_credential(config),
-            "ocr_project": project_controls(project) is not None,
+            "ocr_project": overview["ocr_project"],
             "preannotate": config.preannotate,
             "active_model": config.active_model_id,
             "retrain_every": config.retrain_every,
             "engine": choice.engine,
             "engine_automatic": choice.automatic,
             "engine_reason": choice.reason,
-            "engine_problem": engine_problem(choice.engine, choice.options),
+            "engine_problem": overview["problem"],
             "model_version": choice.version,
             "engine_error": config.engine_error,
-            "done": statuses.filter(status=TaskOCR.Status.DONE, model_version=choice.version).count(),
+            "done": overview["done"],
             "errors": [
                 {"task": item.task_id, "error": item.error, "model_version": item.model_version}
-                for item in statuses.filter(status=TaskOCR.Status.ERROR).order_by("task_id")[:500]
+                for item in overview["failed"][:500]
             ],
         }
 

@@ -125,26 +125,25 @@ def test_auto_is_decided_once_by_concurrent_callers(surya_cache, caplog, monkeyp
     assert len(answers) == 1 and len(calls) == 1 and len(auto_log(caplog)) == 1
 
 
-def test_auto_is_rapidocr_when_the_download_host_does_not_answer(surya_cache, monkeypatch):
+def auto_with_download_host(url: str, monkeypatch) -> tuple[str, str]:
+    """The "auto" decision with no weights on disk, downloads on, and surya's download host at ``url``."""
     from huggingface_hub import constants
     from surya.settings import settings as surya_settings
 
-    url = refused_url()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(surya_settings, "S3_BASE_URL", url)
     with marker_ls(ENGINE="auto", SURYA_RECOGNITION_CHECKPOINT=None, SURYA_DETECTION_CHECKPOINT=None):
-        engine, reason = availability.auto_engine()
+        return availability.auto_engine()
+
+
+def test_auto_is_rapidocr_when_the_download_host_does_not_answer(surya_cache, monkeypatch):
+    url = refused_url()
+    engine, reason = auto_with_download_host(url, monkeypatch)
     assert engine == "rapidocr" and f"cannot be downloaded from {url}: connection refused" in reason
 
 
 def test_auto_is_surya_when_the_download_host_answers(surya_cache, monkeypatch, http_404):
-    from huggingface_hub import constants
-    from surya.settings import settings as surya_settings
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(surya_settings, "S3_BASE_URL", http_404)
-    with marker_ls(ENGINE="auto", SURYA_RECOGNITION_CHECKPOINT=None, SURYA_DETECTION_CHECKPOINT=None):
-        engine, reason = availability.auto_engine()
+    engine, reason = auto_with_download_host(http_404, monkeypatch)
     assert engine == "surya" and f"downloaded from {http_404}" in reason
 
 

@@ -41,6 +41,11 @@ def split_of(stable_id: str, seed: int, val_fraction: float) -> str:
     return "val" if int(digest[:16], 16) / 2**64 < val_fraction else "train"
 
 
+def line_split(task: int, region_id: str, seed: int, val_fraction: float) -> str:
+    """The split of one annotated line: the export writes it there, and count_lines counts it there."""
+    return split_of(f"{task}:{region_id}", seed, val_fraction)
+
+
 def export_annotations_for_finetuning(project_id: int, output_dir: str, *, labels: list[str] | None = None,
                                       val_fraction: float = 0.1, seed: int = 0, padding: int = 4,
                                       annotation_rule: str = "ground_truth_else_latest",
@@ -149,7 +154,7 @@ def count_lines(project_id: int, *, labels: list[str] | None = None, val_fractio
     for item in source.tasks(annotation_rule):
         regions, _ = pair_regions(item.result, controls, labels)
         for region in regions:
-            counts[split_of(f"{item.task}:{region.id}", seed, val_fraction)] += 1
+            counts[line_split(item.task, region.id, seed, val_fraction)] += 1
     return counts
 
 
@@ -205,7 +210,7 @@ class _Writer:
         name = hashlib.sha256(json.dumps([CROP_VERSION, url, list(image.size), plan.key()]).encode()).hexdigest()
         name = name[:24] + ".png"
         crop_digest = self._crop(name, image, plan)
-        split = split_of(f"{task}:{region.id}", self.seed, self.val_fraction)
+        split = line_split(task, region.id, self.seed, self.val_fraction)
         record = {"image": f"images/{name}", "text": region.text, "label": region.label, "task": task,
                   "annotation": annotation, "region": region.id, "source_image": url, "bbox": list(plan.bbox),
                   "rotation": round(plan.rotation, 4)}
