@@ -41,18 +41,18 @@ def cmd_start(args: argparse.Namespace) -> int:
     call_command("migrate", verbosity=0, interactive=False)
     if not _run_checks(tags=["marker_ls"]):
         return 1
-    from marker_ls_plugin.accounts import ensure_admin
+    from marker_ls_plugin.domain.accounts import ensure_admin
 
     ensure_admin(stdout=sys.stdout)
     if not args.no_demo:
-        from marker_ls_plugin.demo import ensure_demo_project
+        from marker_ls_plugin.domain.demo import ensure_demo_project
 
         ensure_demo_project(stdout=sys.stdout)
     _scan_models(None)
     if args.init_only:
         return 0
     _sweep()
-    from marker_ls_plugin.reaper import start_reaper
+    from marker_ls_plugin.domain.reaper import start_reaper
 
     # Also with RQ: when the last worker host dies, nothing else would fail its runs.
     start_reaper()
@@ -65,7 +65,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def _sweep() -> None:
     """Queue tasks that still lack a prediction (imports while down, an embedded queue lost in a restart)."""
-    from marker_ls_plugin.preannotation import sweep
+    from marker_ls_plugin.domain.preannotation import sweep
 
     queued = sweep()
     if queued:
@@ -90,7 +90,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     queues = args.queues or [config["TRAINING_QUEUE"], config["INFERENCE_QUEUE"]]
     if config["INFERENCE_QUEUE"] in queues:
         _sweep()
-    from marker_ls_plugin.reaper import start_reaper
+    from marker_ls_plugin.domain.reaper import start_reaper
 
     start_reaper()  # dead workers' runs and lost jobs are failed from here, not by GET requests
     options = {"burst": args.burst, "with_scheduler": False}
@@ -102,7 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _scan_models(models_dir: str | None) -> bool:
     """Register checkpoint directories under <models dir>/recognition/; print a line each; False if any is broken."""
-    from marker_ls_plugin.registry import scan_models_dir
+    from marker_ls_plugin.domain.registry import scan_models_dir
 
     report = scan_models_dir(models_dir)
     for entry in report.entries:
@@ -152,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_reap(args: argparse.Namespace) -> int:
     """Mark runs nothing will finish as failed (dead workers, lost jobs); print each with its reason."""
     _setup_django()
-    from marker_ls_plugin.runs import reap_stale_runs
+    from marker_ls_plugin.domain.runs import reap_stale_runs
 
     for run in reap_stale_runs():
         print(f"run {run.pk}: {run.error}")
@@ -164,7 +164,7 @@ def cmd_project_create(args: argparse.Namespace) -> int:
     _setup_django()
     from users.models import User
 
-    from marker_ls_plugin.presets import create_ocr_project
+    from marker_ls_plugin.domain.presets import create_ocr_project
 
     users = User.objects.filter(email=args.owner) if args.owner else User.objects.filter(is_superuser=True)
     owner = users.order_by("id").first()
@@ -181,7 +181,7 @@ def cmd_preannotate(args: argparse.Namespace) -> int:
     _setup_django()
     from projects.models import Project
 
-    from marker_ls_plugin.preannotation import sweep
+    from marker_ls_plugin.domain.preannotation import sweep
 
     project = Project.objects.get(pk=args.project) if args.project else None
     print(f"Queued {sweep(project)} tasks.")
@@ -219,8 +219,8 @@ def cmd_ml_backend(args: argparse.Namespace) -> int:
     """Serve the ML backend protocol as a separate service (no database)."""
     import logging
 
-    from marker_ls_plugin.ml_backend import Predictor, base_version
-    from marker_ls_plugin.standalone import Service, listen_refusal, newest_model, serve
+    from marker_ls_plugin.ml.protocol import Predictor, base_version
+    from marker_ls_plugin.ml.standalone import Service, listen_refusal, newest_model, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or ("0.0.0.0" if args.basic_auth else "127.0.0.1")

@@ -27,8 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "RUN_TIMEOUT": 24 * 3600,
     # RQ job timeout for a pre-annotation batch, in seconds: a hung OCR batch frees its worker after this.
     "INFERENCE_TIMEOUT": 600,
-    # Dotted path of the function a run executes: fn(context: marker_ls_plugin.runs.RunContext).
-    "RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune",
+    # Dotted path of the function a run executes: fn(context: marker_ls_plugin.domain.runs.RunContext).
+    "RUN_FUNCTION": "marker_ls_plugin.domain.finetune.run_finetune",
     # Threads of the embedded executor (used without Redis).
     "EMBEDDED_WORKERS": 1,
     # Lines kept in a run's log tail.

@@ -17,9 +17,9 @@ from django.utils.module_loading import import_string
 from rq.timeouts import JobTimeoutException
 
 from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.domain.runs import finish
 from marker_ls_plugin.models import FineTuneRun
 from marker_ls_plugin.ocr.availability import first_line
-from marker_ls_plugin.runs import finish
 from marker_ls_plugin.training.config import TrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def preannotate(project_pk: int, task_pks: list[int], force: bool = False) -> di
     Queued work (imports, sweeps, a new active model) leaves tasks someone already annotated alone; the
     Data Manager action forces, and Label Studio's own requests go through the connector, not the queue.
     """
-    from marker_ls_plugin.preannotation import preannotate_tasks
+    from marker_ls_plugin.domain.preannotation import preannotate_tasks
 
     close_old_connections()
     return preannotate_tasks(project_pk, task_pks, force, unannotated_only=not force)

@@ -36,11 +36,11 @@ INSTALLED_APPS = [*INSTALLED_APPS, "marker_ls_plugin"]  # noqa: F405
 if "django_rq" not in INSTALLED_APPS:
     INSTALLED_APPS.append("django_rq")
 
-ROOT_URLCONF = "marker_ls_plugin.urls"
+ROOT_URLCONF = "marker_ls_plugin.wiring.urls"
 
 # Label Studio's own seam for project behaviour: the plugin's mixin extends Label Studio's to hear of
-# imported tasks (marker_ls_plugin/hooks.py).
-PROJECT_MIXIN = "marker_ls_plugin.hooks.ProjectMixin"
+# imported tasks (marker_ls_plugin/wiring/hooks.py).
+PROJECT_MIXIN = "marker_ls_plugin.wiring.hooks.ProjectMixin"
 
 
 def _env_value(key, default):

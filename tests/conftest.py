@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper mo
 from mls_helpers import CI, LabelStudio, free_port, start_marker_ls, stop_process  # noqa: E402
 from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
-from marker_ls_plugin.processes import pid_alive  # noqa: E402
+from marker_ls_plugin.domain.queues import pid_alive  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -9,7 +9,7 @@ import sys
 from django.test import override_settings
 from mls_helpers import free_port
 
-from marker_ls_plugin.checks import check_configuration, check_surya
+from marker_ls_plugin.wiring.checks import check_configuration, check_surya
 
 
 def ids(messages):

@@ -1,5 +1,5 @@
 """CSRF on a real server: Label Studio's DisableCSRF middleware switches Django's check off for every view,
-so the plugin's state-changing pages, API and admin check it themselves (marker_ls_plugin/csrf.py)."""
+so the plugin's state-changing pages, API and admin check it themselves (marker_ls_plugin/web/csrf.py)."""
 
 from __future__ import annotations
 

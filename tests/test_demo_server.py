@@ -9,7 +9,7 @@ import pytest
 from mls_helpers import LabelStudio, start_marker_ls, stop_process, wait_for
 from mls_helpers import clean_environ as _clean_environ
 
-from marker_ls_plugin.demo import DEMO_TITLE, PAGES
+from marker_ls_plugin.domain.demo import DEMO_TITLE, PAGES
 
 
 @pytest.fixture

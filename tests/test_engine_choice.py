@@ -22,14 +22,14 @@ from mls_helpers import CI, clean_environ
 from mls_render import render_page
 from rest_framework.test import APIClient
 
-from marker_ls_plugin import preannotation
+from marker_ls_plugin.domain import preannotation
+from marker_ls_plugin.domain.preannotation import engine_options, model_choice
+from marker_ls_plugin.domain.presets import create_ocr_project
 from marker_ls_plugin.models import OCRModel, ProjectConfig
 from marker_ls_plugin.ocr import availability
 from marker_ls_plugin.ocr.availability import engine_problem
 from marker_ls_plugin.ocr.engines import SuryaEngine
 from marker_ls_plugin.ocr.types import EngineUnavailable
-from marker_ls_plugin.preannotation import engine_options, model_choice
-from marker_ls_plugin.presets import create_ocr_project
 
 FIX_WORDS = ("MARKER_LS_SURYA_RECOGNITION_CHECKPOINT", "MARKER_LS_SURYA_DETECTION_CHECKPOINT", "MODEL_CACHE_DIR",
              "marker-ls models scan", "restart", "RapidOCR", "vocab_math.json", "text_recognition/2025_09_23")
@@ -206,7 +206,7 @@ def test_a_project_or_site_engine_is_not_automatic():
 
 
 def test_an_unknown_site_engine_is_a_system_check_error(tmp_path):
-    from marker_ls_plugin.checks import check_configuration
+    from marker_ls_plugin.wiring.checks import check_configuration
 
     with override_settings(MARKER_LS={"REDIS_URL": None, "MODELS_DIR": str(tmp_path), "ENGINE": "tesseract"}):
         [message] = check_configuration()

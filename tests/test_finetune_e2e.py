@@ -50,7 +50,7 @@ def stack(tmp_path_factory, redis_url):
         "MARKER_LS_REDIS_URL": redis_url,
         # Queues of its own: other tests' jobs on the shared test Redis must not reach this worker.
         "MARKER_LS_TRAINING_QUEUE": "e2e_training", "MARKER_LS_INFERENCE_QUEUE": "e2e_inference",
-        "MARKER_LS_RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune",
+        "MARKER_LS_RUN_FUNCTION": "marker_ls_plugin.domain.finetune.run_finetune",
         "MARKER_LS_MODELS_DIR": str(root / "models"),
         "MARKER_LS_ENGINE": "surya", "MARKER_LS_TORCH_DEVICE": "cpu",
         "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT": str(models["recognition"]),

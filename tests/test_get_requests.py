@@ -15,9 +15,9 @@ from django.test import RequestFactory
 from django.utils import timezone
 from mls_factories import make_project, make_user
 
-from marker_ls_plugin import views
 from marker_ls_plugin.models import FineTuneRun, OCRModel, OCRProject, ProjectConfig
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
+from marker_ls_plugin.web import views
 
 HTML = '<img src=x onerror="alert(1)">'
 ESCAPED = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;"
@@ -107,7 +107,7 @@ def test_get_requests_change_nothing_even_with_runs_to_reap(scene):
     every_get(scene)
     assert snapshot() == after
     # The rows were worth reaping: the periodic reaper (not a GET) fails them.
-    from marker_ls_plugin.runs import reap_stale_runs
+    from marker_ls_plugin.domain.runs import reap_stale_runs
 
     reaped = set()
     for project in scene["projects"][:3]:

@@ -17,8 +17,8 @@ from mls_helpers import stop_process
 from tasks.models import Task
 
 from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.domain.preannotation import schedule
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
-from marker_ls_plugin.preannotation import schedule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def test_a_bad_inference_timeout_names_the_setting():
 
 
 def test_bad_timeouts_and_cache_sizes_are_reported_at_start_up(tmp_path):
-    from marker_ls_plugin.checks import check_configuration
+    from marker_ls_plugin.wiring.checks import check_configuration
 
     good = {"REDIS_URL": None, "MODELS_DIR": str(tmp_path)}
     with override_settings(MARKER_LS=good):
@@ -90,7 +90,7 @@ def test_a_hung_job_on_the_inference_queue_is_killed_after_the_timeout(tmp_path)
     queue.empty()
     env = {**os.environ, "MARKER_LS_INFERENCE_TIMEOUT": "2"}
     enqueue = ("import django; django.setup()\n"
-               "from marker_ls_plugin.queues import enqueue\n"
+               "from marker_ls_plugin.domain.queues import enqueue\n"
                "enqueue('time.sleep', 120, queue='marker_ls_inference', job_id='hung-ocr-batch')\n")
     subprocess.run([sys.executable, "-c", enqueue], env=env, cwd=ROOT, check=True, timeout=120,
                    capture_output=True)

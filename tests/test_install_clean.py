@@ -89,7 +89,7 @@ from mls_factories import ocr_project, page_task
 
 from marker_ls_plugin.jobs import execute_run
 from marker_ls_plugin.models import FineTuneRun
-from marker_ls_plugin.runs import active_model_for
+from marker_ls_plugin.domain.runs import active_model_for
 from marker_ls_plugin.training.config import TrainingArguments
 
 project = ocr_project("clean install")
@@ -139,7 +139,7 @@ def test_install_without_extras_runs_the_fine_tune_job(tmp_path, clone_database)
     env.update({
         "PYTHONPATH": str(ROOT / "tests"),  # the test factories and the page renderer only
         "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "data"), "MARKER_LS_MODELS_DIR": str(tmp_path / "models"),
-        "MARKER_LS_RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune", "MARKER_LS_TORCH_DEVICE": "cpu",
+        "MARKER_LS_RUN_FUNCTION": "marker_ls_plugin.domain.finetune.run_finetune", "MARKER_LS_TORCH_DEVICE": "cpu",
         "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT": str(checkpoint), "MARKER_LS_ENGINE": "rapidocr",
         "MARKER_LS_ACTIVATION_MARGIN": "-1", "MARKER_LS_REPREDICT_ON_ACTIVATE": "false",
     })

@@ -214,8 +214,8 @@ def model_dirs(tmp_path_factory):
 
 def test_each_project_gets_the_model_label_studio_asks_for(model_dirs):
     from marker_ls_plugin.cli import build_parser
-    from marker_ls_plugin.ml_backend import Predictor, handle
-    from marker_ls_plugin.standalone import Service, newest_model
+    from marker_ls_plugin.ml.protocol import Predictor, handle
+    from marker_ls_plugin.ml.standalone import Service, newest_model
 
     args = build_parser().parse_args(["ml-backend", "--models-dir", str(model_dirs["models"])])
     default = newest_model(args.models_dir)

@@ -12,9 +12,9 @@ from django.test import Client, override_settings
 from mls_factories import make_user
 from tasks.models import Task
 
+from marker_ls_plugin.domain.presets import create_ocr_project
 from marker_ls_plugin.models import FineTuneRun, ProjectConfig
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
-from marker_ls_plugin.presets import create_ocr_project
 
 ADMIN = ("ml-admin", "ml-admin-secret")
 
@@ -136,7 +136,7 @@ def test_a_project_credential_reaches_its_own_project_only(projects):
 
 
 def test_a_project_credential_starts_training_of_its_project(projects, redis_url):
-    from marker_ls_plugin import runs
+    from marker_ls_plugin.domain import runs
 
     first = projects["first"]
     response = post("webhook", {"action": "START_TRAINING", "project": {"id": first.pk}}, own(first))

@@ -24,10 +24,10 @@ from mls_factories import make_user
 from organizations.models import Organization
 from tasks.models import Task
 
-from marker_ls_plugin.connector import in_process_url
+from marker_ls_plugin.domain.presets import create_ocr_project
+from marker_ls_plugin.ml.connector import in_process_url
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
-from marker_ls_plugin.presets import create_ocr_project
 
 _tags = itertools.count()
 
@@ -406,7 +406,7 @@ def place(tiny, directory, name: str, metadata: dict | None = None):
 
 
 def test_registered_models_belong_to_the_organization_that_trained_them(world, tiny, tmp_path):
-    from marker_ls_plugin.registry import register_model_dir, scan_models_dir
+    from marker_ls_plugin.domain.registry import register_model_dir, scan_models_dir
 
     me, other = world["a"], world["b"]
     run = FineTuneRun.objects.create(project=me.project, status="succeeded")

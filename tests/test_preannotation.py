@@ -12,9 +12,9 @@ from mls_factories import make_project
 from mls_render import render_page
 from tasks.models import Prediction, Task
 
+from marker_ls_plugin.domain.preannotation import model_choice, pending_tasks, preannotate_tasks, should_preannotate
 from marker_ls_plugin.models import OCRModel, ProjectConfig, TaskOCR
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
-from marker_ls_plugin.preannotation import model_choice, pending_tasks, preannotate_tasks, should_preannotate
 
 
 def ocr_project(title):
@@ -53,7 +53,7 @@ def test_model_choice_follows_the_active_model():
 def test_fine_tuned_models_default_to_the_models_directory():
     from django.conf import settings as django_settings
 
-    from marker_ls_plugin.preannotation import model_checkpoint
+    from marker_ls_plugin.domain.preannotation import model_checkpoint
 
     model = OCRModel(name="ft-7", engine="surya", kind="finetuned")
     with override_settings(MARKER_LS={**django_settings.MARKER_LS, "MODELS_DIR": "/srv/models"}):
@@ -104,7 +104,7 @@ def test_engine_unavailable_is_explained_and_loses_nothing(tmp_path):
 
 
 def test_forcing_skips_an_unchanged_task_and_replaces_a_changed_ones_prediction():
-    from marker_ls_plugin.preannotation import requeue
+    from marker_ls_plugin.domain.preannotation import requeue
 
     project = ocr_project("forced")
     task = upload_task(project)
@@ -139,7 +139,7 @@ def test_queued_jobs_leave_annotated_tasks_alone_unless_forced():
 
 
 def test_activating_another_model_frees_the_engine_of_the_one_no_project_uses(tiny_models):
-    from marker_ls_plugin import runs
+    from marker_ls_plugin.domain import runs
     from marker_ls_plugin.ocr import engines
 
     old = OCRModel.objects.create(name="tiny-old", engine="surya", checkpoint=str(tiny_models["recognition"]))

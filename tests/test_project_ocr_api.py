@@ -9,7 +9,7 @@ import pytest
 from mls_factories import make_project, make_user
 from rest_framework.test import APIClient
 
-from marker_ls_plugin import runs
+from marker_ls_plugin.domain import runs
 from marker_ls_plugin.models import OCRModel, ProjectConfig
 
 
@@ -123,7 +123,7 @@ def test_activation_repredicts_only_tasks_nobody_annotated(project, monkeypatch)
     from django.test import override_settings
     from tasks.models import Annotation, Task
 
-    from marker_ls_plugin import preannotation
+    from marker_ls_plugin.domain import preannotation
     from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
 
     project.label_config = OCR_PRESET_CONFIG

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from marker_ls_plugin.ml_backend import BadRequest, region_to_read
+from marker_ls_plugin.ml.protocol import BadRequest, region_to_read
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG, controls_from_config
 
 POLYGON_CONFIG = """<View>

@@ -16,8 +16,8 @@ from mls_factories import make_project
 from mls_helpers import wait_for
 from surya_tiny import build_tiny_recognition
 
+from marker_ls_plugin.domain.registry import InvalidCheckpoint, register_model_dir, scan_models_dir
 from marker_ls_plugin.models import FineTuneRun, OCRModel
-from marker_ls_plugin.registry import InvalidCheckpoint, register_model_dir, scan_models_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

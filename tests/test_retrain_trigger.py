@@ -11,7 +11,7 @@ from mls_factories import make_project, make_user
 from mls_helpers import wait_for
 from tasks.models import Annotation, Task
 
-from marker_ls_plugin import runs
+from marker_ls_plugin.domain import runs
 from marker_ls_plugin.models import FineTuneRun, ProjectConfig
 
 
@@ -97,7 +97,7 @@ def test_a_failing_check_never_breaks_the_annotation_save(project, monkeypatch, 
         raise RuntimeError("queue on fire")
 
     monkeypatch.setattr(runs, "start_run", broken)
-    with caplog.at_level(logging.ERROR, logger="marker_ls_plugin.runs"):
+    with caplog.at_level(logging.ERROR, logger="marker_ls_plugin.domain.runs"):
         annotation = annotate(project)
     assert Annotation.objects.filter(pk=annotation.pk).exists()
     assert "the retrain threshold check failed" in caplog.text and "queue on fire" in caplog.text

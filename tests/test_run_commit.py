@@ -17,7 +17,7 @@ from django.db.models.signals import post_save
 from django.test import override_settings
 from mls_factories import ocr_project, page_task
 
-from marker_ls_plugin import runs
+from marker_ls_plugin.domain import runs
 from marker_ls_plugin.jobs import RunCancelled, RunContext, execute_run
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
 from marker_ls_plugin.training.config import TrainingArguments
@@ -36,7 +36,7 @@ def checkpoint(tmp_path_factory):
 @pytest.fixture
 def finetuning(checkpoint, tmp_path):
     """Runs execute the real fine-tune; every model is activated (any CER change passes the margin)."""
-    config = {**settings.MARKER_LS, "RUN_FUNCTION": "marker_ls_plugin.finetune.run_finetune",
+    config = {**settings.MARKER_LS, "RUN_FUNCTION": "marker_ls_plugin.domain.finetune.run_finetune",
               "MODELS_DIR": str(tmp_path), "SURYA_RECOGNITION_CHECKPOINT": checkpoint, "TORCH_DEVICE": "cpu",
               "AUTO_ACTIVATE": True, "ACTIVATION_MARGIN": -1.0, "REPREDICT_ON_ACTIVATE": False}
     with override_settings(MARKER_LS=config):

@@ -12,9 +12,10 @@ from django.test import RequestFactory
 from mls_browser import logged_in
 from mls_factories import make_project, make_user
 
-from marker_ls_plugin import runs, views
+from marker_ls_plugin.domain import runs
 from marker_ls_plugin.models import FineTuneRun, OCRModel
 from marker_ls_plugin.training.config import TrainingArguments
+from marker_ls_plugin.web import views
 
 METRICS = {
     "base_checkpoint": "/models/base", "steps": 120, "best_step": 90, "device": "cpu", "seconds": 61.5,

@@ -1,6 +1,6 @@
 """A run that cannot train is refused before it is recorded: engine, weights, lines per split; every caller says why.
 
-The checks are the built-in fine-tune's (RUN_FUNCTION ``marker_ls_plugin.finetune.run_finetune``), on the real
+The checks are the built-in fine-tune's (RUN_FUNCTION ``marker_ls_plugin.domain.finetune.run_finetune``), on the real
 thresholds (MIN_TRAIN_LINES 20, MIN_VAL_LINES 5). Lines are counted without images, so the tasks here name
 images that do not exist.
 """
@@ -21,10 +21,10 @@ from mls_browser import logged_in
 from mls_factories import annotate, make_project, make_user, region
 from tasks.models import Task
 
-from marker_ls_plugin import runs
 from marker_ls_plugin.conf import DEFAULTS
-from marker_ls_plugin.connector import in_process_url
 from marker_ls_plugin.dataset.export import count_lines, split_of
+from marker_ls_plugin.domain import runs
+from marker_ls_plugin.ml.connector import in_process_url
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
 from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
 
@@ -173,7 +173,7 @@ def test_every_caller_says_why_and_records_no_run(finetune, caplog):
     assert "the training split has" in add.content.decode() and "MARKER_LS_MIN_TRAIN_LINES" in add.content.decode()
 
     ProjectConfig.objects.filter(project=project).update(retrain_every=1)
-    with caplog.at_level(logging.INFO, logger="marker_ls_plugin.runs"):
+    with caplog.at_level(logging.INFO, logger="marker_ls_plugin.domain.runs"):
         assert runs.check_retrain_threshold(project.pk) is None
     [record] = [r for r in caplog.records if "retrain threshold reached but no run started" in r.getMessage()]
     assert record.levelno == logging.INFO

@@ -20,16 +20,17 @@ from projects.models import Project
 from rq.timeouts import JobTimeoutException
 from tasks.models import Task
 
-from marker_ls_plugin import jobs, runs
+from marker_ls_plugin import jobs
+from marker_ls_plugin.domain import runs
+from marker_ls_plugin.domain.preannotation import sweep
 from marker_ls_plugin.models import FineTuneRun, ProjectConfig
-from marker_ls_plugin.preannotation import sweep
 
 
 def test_redis_down_keeps_the_run_with_a_clear_reason():
     # django-rq reads RQ_QUEUES once at import, so this runs in a process configured with a dead Redis.
     code = (
         "import django; django.setup()\n"
-        "from mls_factories import make_project; from marker_ls_plugin import runs\n"
+        "from mls_factories import make_project; from marker_ls_plugin.domain import runs\n"
         "run, created = runs.start_run(make_project('redis down'))\n"
         "print(run.pk, created, run.status, run.error, sep='|')\n"
     )
@@ -111,7 +112,7 @@ def run_with_redis(url: str, code: str) -> list[str]:
 
 def test_redis_that_hangs_fails_a_run_start_within_seconds():
     code = (
-        "import time; from mls_factories import make_project; from marker_ls_plugin import runs\n"
+        "import time; from mls_factories import make_project; from marker_ls_plugin.domain import runs\n"
         "started = time.monotonic(); run, created = runs.start_run(make_project('redis hangs'))\n"
         "print(run.pk, created, run.status, round(time.monotonic() - started, 1), run.error, sep='|')\n"
     )
@@ -148,7 +149,7 @@ def test_an_import_while_redis_hangs_keeps_its_tasks_for_the_sweep(redis_url):
 
 @pytest.fixture
 def background_reaper():
-    from marker_ls_plugin import queues, reaper
+    from marker_ls_plugin.domain import queues, reaper
 
     reaper.stop_reaper()  # one an earlier test started (its embedded executor) would reap on its own schedule
     yield queues

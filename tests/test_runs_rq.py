@@ -15,10 +15,10 @@ from django.utils import timezone
 from mls_factories import make_project
 from mls_helpers import wait_for
 
-from marker_ls_plugin import runs
 from marker_ls_plugin.conf import queue_backend
+from marker_ls_plugin.domain import runs
+from marker_ls_plugin.domain.queues import enqueue, job_id_for, job_status
 from marker_ls_plugin.models import FineTuneRun
-from marker_ls_plugin.queues import enqueue, job_id_for, job_status
 
 pytestmark = pytest.mark.usefixtures("redis_url")
 

@@ -18,7 +18,7 @@ def test_the_app_and_django_rq_are_installed_after_label_studio_apps():
     apps = settings.INSTALLED_APPS
     assert "marker_ls_plugin" in apps and "django_rq" in apps
     assert apps.index("projects") < apps.index("marker_ls_plugin")
-    assert settings.ROOT_URLCONF == "marker_ls_plugin.urls"
+    assert settings.ROOT_URLCONF == "marker_ls_plugin.wiring.urls"
 
 
 def test_plugin_routes_resolve_before_label_studio_and_label_studio_routes_remain():
@@ -102,8 +102,8 @@ def test_environment_is_read_only_by_the_settings_module():
 def test_importing_the_plugin_never_imports_torch():
     code = (
         "import sys, django; django.setup()\n"
-        "import marker_ls_plugin, marker_ls_plugin.admin, marker_ls_plugin.views, marker_ls_plugin.runs,"
-        " marker_ls_plugin.jobs, marker_ls_plugin.cli, marker_ls_plugin.urls, marker_ls_plugin.checks\n"
+        "import marker_ls_plugin, marker_ls_plugin.web.admin, marker_ls_plugin.web.views, marker_ls_plugin.domain.runs,"
+        " marker_ls_plugin.jobs, marker_ls_plugin.cli, marker_ls_plugin.wiring.urls, marker_ls_plugin.wiring.checks\n"
         "from django.core.management import call_command; call_command('check')\n"
         "print('torch' in sys.modules, 'transformers' in sys.modules)\n"
     )

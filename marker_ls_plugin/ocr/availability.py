@@ -36,7 +36,7 @@ PROBE_TTL = 60.0  # seconds a probe's answer is reused by the engine checks (pag
 
 def surya_fix(cache_dir: str | None = None) -> str:
     """How to make surya's weights available, or to use RapidOCR instead (one paragraph, no Python syntax)."""
-    from marker_ls_plugin.registry import TOKENIZER_FILES
+    from marker_ls_plugin.domain.registry import TOKENIZER_FILES
 
     cache = cache_dir or surya_cache_dir()
     models_dir = get_config()["MODELS_DIR"]

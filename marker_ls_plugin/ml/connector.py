@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlparse
 from django.conf import settings
 from django.urls import reverse
 
-from marker_ls_plugin import ml_backend
+from marker_ls_plugin.ml import protocol
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,11 @@ def is_in_process(url: str | None) -> bool:
     return bool(url) and (urlparse(url).path.rstrip("/") + "/") == IN_PROCESS_PATH
 
 
-def project_predictor(project) -> ml_backend.Predictor:
-    from marker_ls_plugin.preannotation import model_choice
+def project_predictor(project) -> protocol.Predictor:
+    from marker_ls_plugin.domain.preannotation import model_choice
 
     choice = model_choice(project)
-    return ml_backend.Predictor(choice.version, choice.engine, choice.options)
+    return protocol.Predictor(choice.version, choice.engine, choice.options)
 
 
 def load_task_dict_image(task: dict, image_key: str):
@@ -66,12 +66,12 @@ class InProcessMLApi:
         return MLApiResult(url=self._url, response=response)
 
     def health(self):
-        return self._result(ml_backend.health())
+        return self._result(protocol.health())
 
     def setup(self, project, *args, **kwargs):
         """The model_version of the project's engine; an error (the Model tab's state Error) when it cannot load."""
+        from marker_ls_plugin.domain.preannotation import model_choice
         from marker_ls_plugin.ocr.availability import engine_problem
-        from marker_ls_plugin.preannotation import model_choice
 
         choice = model_choice(project)
         problem = engine_problem(choice.engine, choice.options)
@@ -102,9 +102,9 @@ class InProcessMLApi:
             if context is None:
                 return self._result(self._predict_and_store(project, tasks))
             if not context.get("result"):
-                raise ml_backend.BadRequest("the request carries no drawn region; draw a box or polygon on the "
+                raise protocol.BadRequest("the request carries no drawn region; draw a box or polygon on the "
                                             "page with Auto-Annotation on")
-            return self._result(ml_backend.predict(project_predictor(project), tasks, project.label_config, context,
+            return self._result(protocol.predict(project_predictor(project), tasks, project.label_config, context,
                                                    load_task_dict_image))
         except EngineUnavailable as exc:
             message = f"Marker OCR could not load its OCR engine, so it read nothing: {exc}"
@@ -158,8 +158,8 @@ class InProcessMLApi:
     def _stored_predictions(self, project, task_ids: list[int]):
         from tasks.models import Prediction
 
+        from marker_ls_plugin.domain.preannotation import model_choice, preannotate_tasks
         from marker_ls_plugin.models import ProjectConfig, TaskOCR
-        from marker_ls_plugin.preannotation import model_choice, preannotate_tasks
 
         preannotate_tasks(project.pk, task_ids)  # those that have none yet
         version = model_choice(project).version
@@ -179,7 +179,7 @@ class InProcessMLApi:
         # Whole pages go through the pre-annotation pipeline, which stores the predictions itself (once
         # per model version, whoever asks first: the import queue or this request). Label Studio then
         # gets an empty list per task, so it stores no duplicate.
-        from marker_ls_plugin.preannotation import preannotate_tasks
+        from marker_ls_plugin.domain.preannotation import preannotate_tasks
 
         preannotate_tasks(project.pk, [task["id"] for task in tasks])
         return {"results": [[] for _ in tasks]}
@@ -191,7 +191,7 @@ class InProcessMLApi:
         """
         from core.current_request import CurrentContext
 
-        from marker_ls_plugin import runs
+        from marker_ls_plugin.domain import runs
 
         user = CurrentContext.get_user()
         try:
@@ -203,7 +203,7 @@ class InProcessMLApi:
 
 def start_training(project, user):
     """A run started from Label Studio (its Model tab or an ML backend call) by ``user``: ``(run, created)``."""
-    from marker_ls_plugin import runs
+    from marker_ls_plugin.domain import runs
     from marker_ls_plugin.models import FineTuneRun
 
     return runs.start_run(project, started_by=user, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
@@ -221,7 +221,7 @@ def train_api_post(label_studio_post):
         from ml.models import MLBackend
         from rest_framework.response import Response
 
-        from marker_ls_plugin import runs
+        from marker_ls_plugin.domain import runs
 
         backend = MLBackend.objects.filter(pk=self.kwargs.get("pk")).select_related("project").first()
         if backend is None or not is_in_process(backend.url):

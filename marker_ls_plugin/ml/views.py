@@ -24,10 +24,10 @@ from django.views.decorators.csrf import csrf_exempt
 from projects.models import Project
 from tasks.models import Task
 
-from marker_ls_plugin import ml_backend
 from marker_ls_plugin.conf import get_config
-from marker_ls_plugin.connector import load_task_dict_image, project_predictor
-from marker_ls_plugin.ml_backend import BadRequest  # one malformed-request error for the protocol
+from marker_ls_plugin.ml import protocol
+from marker_ls_plugin.ml.connector import load_task_dict_image, project_predictor
+from marker_ls_plugin.ml.protocol import BadRequest  # one malformed-request error for the protocol
 from marker_ls_plugin.ocr.types import ImageError
 
 PROJECT_USER = re.compile(r"project-([1-9][0-9]{0,17})")
@@ -65,7 +65,7 @@ def _project_token(project_id: int) -> str | None:
 def _caller(request) -> Caller | JsonResponse:
     header = request.META.get("HTTP_AUTHORIZATION")
     administrator = get_config()["ML_BACKEND_BASIC_AUTH"]
-    if administrator and ml_backend.basic_auth_matches(header, administrator):
+    if administrator and protocol.basic_auth_matches(header, administrator):
         return Caller(None)
     credentials = _basic_credentials(header)
     match = PROJECT_USER.fullmatch(credentials[0]) if credentials else None
@@ -101,7 +101,7 @@ def _project_id(value: Any, *, webhook: bool) -> int:
 
 
 def _check_predict(payload: dict) -> None:
-    ml_backend.check_predict_payload(payload)  # the protocol's own rule, shared with the standalone service
+    protocol.check_predict_payload(payload)  # the protocol's own rule, shared with the standalone service
     if not all(isinstance(task.get("id"), int) and not isinstance(task["id"], bool) for task in payload["tasks"]):
         raise BadRequest("'tasks' must be a list of task objects, each with an integer 'id' (tasks are read here)")
 
@@ -129,9 +129,9 @@ def _requested_project(route: str, payload: Any) -> int | None:
 
 
 def _event(project: Project, payload: dict) -> dict:
-    from marker_ls_plugin import runs
+    from marker_ls_plugin.domain import runs
+    from marker_ls_plugin.domain.preannotation import on_tasks_created
     from marker_ls_plugin.models import FineTuneRun
-    from marker_ls_plugin.preannotation import on_tasks_created
 
     action = payload.get("action")
     if action == "START_TRAINING":
@@ -152,7 +152,7 @@ def _payload(request) -> Any:
 
 
 @csrf_exempt
-def protocol(request, route: str):
+def endpoint(request, route: str):
     caller = _caller(request)
     if isinstance(caller, JsonResponse):
         return caller
@@ -180,10 +180,10 @@ def _answer(method: str, route: str, payload: dict, project: Project | None) -> 
             raise ImageError(f"task {task.get('id')} is not in project {project.pk}")
         return load_task_dict_image(task, image_key)
 
-    from marker_ls_plugin.runs import RunRefused
+    from marker_ls_plugin.domain.runs import RunRefused
 
     try:
-        status, body = ml_backend.handle(method, route, payload, lambda _: project_predictor(project), load_image,
+        status, body = protocol.handle(method, route, payload, lambda _: project_predictor(project), load_image,
                                          on_event=lambda event: _event(project, event))
     except RunRefused as exc:  # START_TRAINING on a project that cannot train yet: say why, record no run
         return JsonResponse({"detail": f"no run started: {exc}", "problems": exc.problems}, status=400)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urljoin, urlparse
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from marker_ls_plugin import ml_backend
+from marker_ls_plugin.ml import protocol
 from marker_ls_plugin.ocr.labeling import data_image_url
 from marker_ls_plugin.ocr.types import ImageError
 from marker_ls_plugin.training.loop import METADATA_FILE
@@ -78,7 +78,7 @@ def listen_refusal(host: str, basic_auth: str | None) -> str | None:
 class Service:
     """The protocol's state: the models, where Label Studio is, and how to authenticate."""
 
-    def __init__(self, predictor: ml_backend.Predictor, label_studio_url: str | None, api_key: str | None,
+    def __init__(self, predictor: protocol.Predictor, label_studio_url: str | None, api_key: str | None,
                  basic_auth: str | None = None, max_pixels: int = 89_478_485, allow_external_urls: bool = False,
                  models_dir: str | None = None):
         self.predictor = predictor  # the default
@@ -88,7 +88,7 @@ class Service:
         self.max_pixels = max_pixels
         self.allow_external_urls = allow_external_urls
         self.models_dir = models_dir
-        self._projects: dict[str, ml_backend.Predictor] = {}
+        self._projects: dict[str, protocol.Predictor] = {}
         self._lock = threading.Lock()
 
     # Models
@@ -96,18 +96,18 @@ class Service:
     def versions(self) -> list[str]:
         return list(dict.fromkeys([self.predictor.version, *model_dirs(self.models_dir)]))
 
-    def predictor_named(self, version: str) -> ml_backend.Predictor:
+    def predictor_named(self, version: str) -> protocol.Predictor:
         if version == self.predictor.version:
             return self.predictor
         path = model_dirs(self.models_dir).get(version)
         if path is None or self.predictor.engine != "surya":
-            raise ml_backend.BadRequest(
+            raise protocol.BadRequest(
                 f"unknown model_version {version!r}: this backend serves {', '.join(self.versions())} "
                 f"(models are the directories under {self.models_dir or '--models-dir'}/recognition/)")
         options = {**self.predictor.options, "recognition_checkpoint": str(path)}
-        return ml_backend.Predictor(version, "surya", options)
+        return protocol.Predictor(version, "surya", options)
 
-    def setup(self, payload: dict) -> ml_backend.Predictor:
+    def setup(self, payload: dict) -> protocol.Predictor:
         """``/setup``: remember the model the project asks for. Its ``hostname`` is not used: images come only
         from the Label Studio this service was started for."""
         extra = payload.get("extra_params") if isinstance(payload.get("extra_params"), dict) else {}
@@ -119,7 +119,7 @@ class Service:
                 self.api_key = payload["access_token"] or None
         return predictor
 
-    def predictor_for(self, payload: dict) -> ml_backend.Predictor:
+    def predictor_for(self, payload: dict) -> protocol.Predictor:
         with self._lock:
             return self._projects.get(_project_key(payload), self.predictor)
 
@@ -166,7 +166,7 @@ class Service:
     def authorized(self, environ: dict) -> bool:
         if not self.basic_auth:
             return True
-        return ml_backend.basic_auth_matches(environ.get("HTTP_AUTHORIZATION"), self.basic_auth)
+        return protocol.basic_auth_matches(environ.get("HTTP_AUTHORIZATION"), self.basic_auth)
 
     def __call__(self, environ: dict, start_response):
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
@@ -185,7 +185,7 @@ class Service:
         route = path.rstrip("/").rsplit("/", 1)[-1]
         predictor_for = self.setup if route == "setup" else self.predictor_for
         try:
-            status, body = ml_backend.handle(method, path, payload, predictor_for, self.load_image)
+            status, body = protocol.handle(method, path, payload, predictor_for, self.load_image)
         except Exception as exc:  # the service keeps serving; Label Studio shows the message
             logger.exception("%s %s failed", method, path)
             status, body = 500, {"detail": f"{type(exc).__name__}: {exc}"}

@@ -7,10 +7,10 @@ anywhere in a path, so everything of ours must be resolved first.
 from core.urls import urlpatterns as label_studio_urlpatterns
 from django.urls import include, path
 
-from marker_ls_plugin.views import TemplateListWithPreset
+from marker_ls_plugin.web.views import TemplateListWithPreset
 
 urlpatterns = [
-    path("marker-ls/", include("marker_ls_plugin.plugin_urls")),
+    path("marker-ls/", include("marker_ls_plugin.web.urls")),
     # Label Studio's template gallery, plus the plugin's OCR preset.
     path("api/templates/", TemplateListWithPreset.as_view(), name="marker-ls-templates"),
     *label_studio_urlpatterns,

@@ -214,7 +214,7 @@ def register_model_dir(path: str | os.PathLike, *, created_by=None, organization
 
 def find_registered(path: Path, metadata: dict[str, Any] | None = None) -> OCRModel | None:
     """The model already registered for ``path`` (same directory, or the run that produced it)."""
-    from marker_ls_plugin.preannotation import model_checkpoint
+    from marker_ls_plugin.domain.preannotation import model_checkpoint
 
     run_id = (metadata or {}).get("run")
     if run_id is not None:

@@ -15,11 +15,11 @@ from projects.models import Project
 from tasks.models import Prediction, Task
 
 from marker_ls_plugin.conf import get_config, positive_int
-from marker_ls_plugin.ml_backend import base_version
+from marker_ls_plugin.domain.queues import QueueUnavailable, enqueue, job_id_for
+from marker_ls_plugin.ml.protocol import base_version
 from marker_ls_plugin.models import OCRModel, ProjectConfig, TaskOCR
 from marker_ls_plugin.ocr.labeling import OCRControls, controls_from_config
 from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
-from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _choose(project: Project, model: OCRModel | None, engine: str | None = None)
     Once the change commits, tasks nobody annotated that lack a prediction of the new version are queued, so
     pages imported while the previous engine could not load are predicted now.
     """
-    from marker_ls_plugin import runs
+    from marker_ls_plugin.domain import runs
 
     model_changes = project_config(project).active_model_id != (model.pk if model else None)
     config = runs.activate_model(project, model)
@@ -145,7 +145,7 @@ def connect_ml_backend(project: Project):
     """Give an OCR-shaped project the in-process ML backend (once); return it or None."""
     from ml.models import MLBackend, MLBackendState
 
-    from marker_ls_plugin.connector import in_process_url, is_in_process
+    from marker_ls_plugin.ml.connector import in_process_url, is_in_process
 
     if project_controls(project) is None:
         return None

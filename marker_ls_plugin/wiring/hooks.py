@@ -25,7 +25,7 @@ class ProjectMixin(LabelStudioProjectMixin):
         arguments = _UPDATE_COUNTERS.bind(self, *args, **kwargs).arguments
         if arguments.get("tasks_number_changed"):
             # Deferred: Label Studio loads PROJECT_MIXIN while its own models import.
-            from marker_ls_plugin.preannotation import on_tasks_created
+            from marker_ls_plugin.domain.preannotation import on_tasks_created
 
             on_tasks_created(self, get_unique_ids_list(arguments["tasks_queryset"]))
         return result

@@ -9,8 +9,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.html import format_html
 
-from marker_ls_plugin import runs
-from marker_ls_plugin.csrf import csrf_enforced
+from marker_ls_plugin.domain import runs
 from marker_ls_plugin.models import (
     FineTuneRun,
     OCRModel,
@@ -20,6 +19,7 @@ from marker_ls_plugin.models import (
     projects_visible_to,
 )
 from marker_ls_plugin.training.config import InvalidTrainingArguments, TrainingArguments
+from marker_ls_plugin.web.csrf import csrf_enforced
 
 
 def sees_everything(request) -> bool:

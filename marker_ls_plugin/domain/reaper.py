@@ -47,7 +47,7 @@ def stop_reaper(timeout: float = 10) -> None:
 
 
 def _loop(interval: float) -> None:
-    from marker_ls_plugin.runs import reap_stale_runs
+    from marker_ls_plugin.domain.runs import reap_stale_runs
 
     logger.info("reaper: every %.0f s, runs nothing will finish are failed", interval)
     while not _stopped.is_set():

@@ -5,11 +5,12 @@ from pathlib import Path
 from django.urls import path, re_path
 from django.views.static import serve
 
-from marker_ls_plugin import ml_views, views
+from marker_ls_plugin.ml import views as ml_views
+from marker_ls_plugin.web import views
 
 app_name = "marker_ls_plugin"
 
-STATIC_ROOT = Path(__file__).parent / "static" / "marker_ls_plugin"
+STATIC_ROOT = Path(__file__).parent.parent / "static" / "marker_ls_plugin"
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -26,7 +27,7 @@ urlpatterns = [
     path("api/runs/<int:pk>/cancel/", views.RunCancelAPI.as_view(), name="api-run-cancel"),
     path("api/runs/<int:pk>/retry/", views.RunRetryAPI.as_view(), name="api-run-retry"),
     # Label Studio's ML backend protocol over HTTP, for callers outside this process (Basic auth).
-    re_path(r"^ml/(?P<route>health|setup|predict|webhook|train)/?$", ml_views.protocol, name="ml-protocol"),
+    re_path(r"^ml/(?P<route>health|setup|predict|webhook|train)/?$", ml_views.endpoint, name="ml-protocol"),
     # Label Studio serves /static/ from its own build folder only; the plugin serves its files here.
     re_path(r"^static/(?P<path>.+)$", serve, {"document_root": str(STATIC_ROOT)}, name="static"),
     # The plugin owns /marker-ls/: nothing under it may fall through to Label Studio's unanchored

@@ -16,9 +16,8 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from marker_ls_plugin import runs
 from marker_ls_plugin.conf import queue_backend
-from marker_ls_plugin.csrf import api_authentication_classes, csrf_enforced
+from marker_ls_plugin.domain import runs
 from marker_ls_plugin.models import (
     FineTuneRun,
     OCRModel,
@@ -28,7 +27,8 @@ from marker_ls_plugin.models import (
     new_ml_token,
     projects_visible_to,
 )
-from marker_ls_plugin.serializers import FineTuneRunSerializer, ProjectOCRSettingsSerializer, StartRunSerializer
+from marker_ls_plugin.web.csrf import api_authentication_classes, csrf_enforced
+from marker_ls_plugin.web.serializers import FineTuneRunSerializer, ProjectOCRSettingsSerializer, StartRunSerializer
 
 
 def get_project(user, pk: int) -> Project:
@@ -167,8 +167,8 @@ def nothing_to_cancel(run: FineTuneRun) -> str:
 def ocr_overview(project) -> dict:
     """What the project's OCR page and the OCR API's GET both show: its settings, the model choice, what keeps
     the engine from loading, the tasks predicted by the current version, and the failed tasks (unsliced)."""
+    from marker_ls_plugin.domain.preannotation import model_choice, project_config, project_controls
     from marker_ls_plugin.ocr.availability import engine_problem
-    from marker_ls_plugin.preannotation import model_choice, project_config, project_controls
 
     choice = model_choice(project)
     statuses = TaskOCR.objects.filter(task__project=project)
@@ -185,7 +185,7 @@ def ocr_overview(project) -> dict:
 def project_page(request, project_pk: int):
     """The engine in use and why, what keeps it from loading, the pre-annotation counts, and the engine form."""
     from marker_ls_plugin.conf import get_config
-    from marker_ls_plugin.preannotation import pending_tasks
+    from marker_ls_plugin.domain.preannotation import pending_tasks
 
     project = get_project(request.user, project_pk)
     overview = ocr_overview(project)
@@ -209,8 +209,8 @@ def project_page(request, project_pk: int):
 @require_POST
 def project_engine_page(request, project_pk: int):
     """Choose the project's engine ("auto", "surya", "rapidocr") or registry model ("model-<id>")."""
+    from marker_ls_plugin.domain.preannotation import choose_engine, choose_model
     from marker_ls_plugin.ocr.availability import ENGINE_CHOICES
-    from marker_ls_plugin.preannotation import choose_engine, choose_model
 
     project = get_project(request.user, project_pk)
     value = request.POST.get("choice", "")
@@ -233,7 +233,7 @@ class TemplateListWithPreset(TemplateListAPI):
     """Label Studio's template list with the plugin's OCR preset added to it."""
 
     def list(self, request, *args, **kwargs):
-        from marker_ls_plugin.presets import ocr_template
+        from marker_ls_plugin.domain.presets import ocr_template
 
         response = super().list(request, *args, **kwargs)
         data = dict(response.data)
@@ -299,7 +299,7 @@ class ProjectOCRAPI(APIView):
             if changes.pop("regenerate_ml_token", False):
                 regenerate_ml_token(project)
             if "engine" in changes:  # before active_model: choosing an engine deactivates the model
-                from marker_ls_plugin.preannotation import choose_engine
+                from marker_ls_plugin.domain.preannotation import choose_engine
 
                 choose_engine(project, changes.pop("engine"))
             if "active_model" in changes:

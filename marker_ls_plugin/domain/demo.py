@@ -34,8 +34,8 @@ def ensure_demo_project(stdout: TextIO):
     from projects.models import Project
     from users.models import User
 
+    from marker_ls_plugin.domain.presets import create_ocr_project
     from marker_ls_plugin.models import ProjectConfig
-    from marker_ls_plugin.presets import create_ocr_project
 
     owner = User.objects.filter(is_superuser=True).order_by("id").first()
     if owner is None or Project.objects.exists():

@@ -13,7 +13,7 @@ def marker_ls_preannotate(project, queryset, **kwargs):
 
     ``async`` makes Label Studio's Data Manager say the action goes on in the background; ``detail`` says what.
     """
-    from marker_ls_plugin.preannotation import project_controls, requeue
+    from marker_ls_plugin.domain.preannotation import project_controls, requeue
 
     if project_controls(project) is None:
         return {"processed_items": 0, "detail": "This project's labeling config has no Image, region and "

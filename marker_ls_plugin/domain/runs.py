@@ -13,9 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from marker_ls_plugin.conf import DEFAULTS, get_config, queue_backend
+from marker_ls_plugin.domain.queues import QueueUnavailable, enqueue, job_id_for, job_status, pid_alive
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
-from marker_ls_plugin.processes import pid_alive
-from marker_ls_plugin.queues import QueueUnavailable, enqueue, job_id_for, job_status
 from marker_ls_plugin.training.config import TrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def activate_model(project, model: OCRModel | None) -> ProjectConfig:
     The API, the admin and the training job all activate through here. With REPREDICT_ON_ACTIVATE, tasks
     nobody annotated yet that lack a prediction from the new model are queued once the change commits.
     """
-    from marker_ls_plugin.preannotation import release_model, sweep
+    from marker_ls_plugin.domain.preannotation import release_model, sweep
 
     check_model_choice(project, model)
     config, _ = ProjectConfig.objects.get_or_create(project=project)
@@ -141,9 +140,9 @@ def training_problems(project, base_model: OCRModel | None = None,
 
 
 def _model_problems(project, base_model: OCRModel | None) -> list[str]:
+    from marker_ls_plugin.domain.preannotation import model_checkpoint, model_choice
     from marker_ls_plugin.ocr.engines import resolve_surya_checkpoint
     from marker_ls_plugin.ocr.types import EngineUnavailable
-    from marker_ls_plugin.preannotation import model_checkpoint, model_choice
 
     page = reverse("marker_ls_plugin:project", kwargs={"project_pk": project.pk})
     switch = f"switch the project to a surya model on its OCR page {page}"

@@ -37,7 +37,7 @@ def get_embedded_executor(name: str) -> ThreadPoolExecutor:
     """The process-wide executor that stands in for queue ``name`` without Redis."""
     with _executors_lock:
         if name not in _executors:
-            from marker_ls_plugin.reaper import start_reaper
+            from marker_ls_plugin.domain.reaper import start_reaper
 
             start_reaper()  # without workers, the process that executes runs also fails the dead ones
             _executors[name] = ThreadPoolExecutor(
@@ -116,3 +116,14 @@ def job_status(job_id: str, queue: str) -> str | None:
     except RedisError as exc:
         raise QueueUnavailable(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
     return getattr(status, "value", status)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this host (an embedded run's server, a test's worker)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

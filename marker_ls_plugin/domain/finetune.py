@@ -51,9 +51,9 @@ def run_finetune(context: Any) -> None:
        (AUTO_ACTIVATE), which queues new predictions for tasks lacking one from it.
     """
     from marker_ls_plugin.conf import get_config
+    from marker_ls_plugin.domain.registry import register_model_dir
     from marker_ls_plugin.export import export_annotations_for_finetuning
     from marker_ls_plugin.jobs import RunCancelled
-    from marker_ls_plugin.registry import register_model_dir
     from marker_ls_plugin.training import loop
 
     run, args, config = context.run, context.arguments, get_config()
@@ -122,8 +122,8 @@ def _export_progress(context: Any, cancelled: type[Exception]) -> Any:
 def _base_checkpoint(run: Any) -> str:
     """The checkpoint to start from: the run's base model, else the configured or default surya checkpoint."""
     from marker_ls_plugin.conf import get_config
+    from marker_ls_plugin.domain.preannotation import model_checkpoint
     from marker_ls_plugin.ocr.engines import resolve_surya_checkpoint
-    from marker_ls_plugin.preannotation import model_checkpoint
 
     base = run.base_model
     if base is not None and base.engine != "surya":
@@ -146,7 +146,7 @@ def _dataset_summary(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
 
 
 def _maybe_activate(run: Any, model: Any, result: Any, config: dict[str, Any], callbacks: Callbacks) -> None:
-    from marker_ls_plugin.runs import activate_model
+    from marker_ls_plugin.domain.runs import activate_model
 
     before, after = result.before.metrics["cer"], result.after.metrics["cer"]
     margin = float(config["ACTIVATION_MARGIN"])
