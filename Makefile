@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 
 # surya-ocr 0.17.1 pins Pillow<11 and opencv 4.11; Label Studio 1.23 pins Pillow>=12.3 and opencv 4.12.
 # surya is installed without its pins on purpose (its real run-time needs are listed in setup.py);
-# tests/test_surya_runtime.py proves it runs on Label Studio's Pillow and opencv.
+# tests/ocr/test_surya_runtime.py proves it runs on Label Studio's Pillow and opencv.
 $(VENV)/.installed: setup.py $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip

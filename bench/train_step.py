@@ -25,8 +25,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from mls_render import load_font  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from marker_ls_plugin.ocr.surya import SuryaEngine  # noqa: E402
 from marker_ls_plugin.training.config import TrainingArguments  # noqa: E402
-from marker_ls_plugin.training.loop import Line, resolve_device, train  # noqa: E402
+from marker_ls_plugin.training.data import Line  # noqa: E402
+from marker_ls_plugin.training.loop import train  # noqa: E402
+from marker_ls_plugin.training.surgery import resolve_device  # noqa: E402
 
 WORDS = "invoice total harbour minutes recipe flour water salt widget shipping date paid quote north".split()
 
@@ -50,7 +53,7 @@ def measure(checkpoint: str, train_lines: list[Line], val_lines: list[Line], ste
     arguments = TrainingArguments(max_steps=steps, per_device_train_batch_size=batch, eval_steps=steps,
                                   dataloader_num_workers=workers, early_stopping_patience=None, freeze=[])
     started = time.monotonic()
-    result = train(checkpoint, train_lines, val_lines, arguments, None, None, device=device)
+    result = train(checkpoint, train_lines, val_lines, arguments, None, None, device=device, reader=SuryaEngine.around)
     return result, time.monotonic() - started
 
 

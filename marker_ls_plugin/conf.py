@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-# Every key is documented in README.md ("Settings"); tests/test_docs.py keeps the two in step.
+# Every key is documented in README.md ("Settings"); tests/system/test_docs.py keeps the two in step.
 DEFAULTS: dict[str, Any] = {
     # Redis URL for the plugin's RQ queues, e.g. "redis://localhost:6379/0". None: no Redis.
     "REDIS_URL": None,
@@ -27,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "RUN_TIMEOUT": 24 * 3600,
     # RQ job timeout for a pre-annotation batch, in seconds: a hung OCR batch frees its worker after this.
     "INFERENCE_TIMEOUT": 600,
-    # Dotted path of the function a run executes: fn(context: marker_ls_plugin.domain.runs.RunContext).
+    # Dotted path of the function a run executes: fn(context: marker_ls_plugin.domain.execution.RunContext).
     "RUN_FUNCTION": "marker_ls_plugin.domain.finetune.run_finetune",
     # Threads of the embedded executor (used without Redis).
     "EMBEDDED_WORKERS": 1,
@@ -65,32 +68,43 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+def env_value(key: str) -> Any:
+    """``MARKER_LS_<key>`` from the environment, typed as its default; the default when unset.
+
+    The settings module builds ``MARKER_LS`` from these; processes without Django settings (the standalone ML
+    backend) read the same variables the same way.
+    """
+    default = DEFAULTS[key]
+    raw = os.environ.get(f"MARKER_LS_{key}")
+    if raw is None:
+        return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw or None
+
+
 @cache
 def get_config() -> dict[str, Any]:
     """Return the merged configuration (defaults overridden by settings.MARKER_LS)."""
-    from django.conf import settings
-
     user = getattr(settings, "MARKER_LS", {}) or {}
     config = dict(DEFAULTS)
     config.update(user)
     if config["MODELS_DIR"] is None:
-        import os
-
         base = getattr(settings, "BASE_DATA_DIR", None) or os.getcwd()
         config["MODELS_DIR"] = os.path.join(base, "marker_ls", "models")
     return config
 
 
 def unknown_keys() -> list[str]:
-    from django.conf import settings
-
     return sorted(set(getattr(settings, "MARKER_LS", {}) or {}) - set(DEFAULTS))
 
 
 def positive_int(key: str) -> int:
     """The setting ``key`` as a whole number of at least 1, or ImproperlyConfigured naming it."""
-    from django.core.exceptions import ImproperlyConfigured
-
     value = get_config()[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ImproperlyConfigured(f"MARKER_LS['{key}'] (environment MARKER_LS_{key}) must be a whole number of at "

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from organizations.models import OrganizationMember
 from projects.models import Project
 
 HEADLINE_KEYS = ("cer", "wer", "exact", "lines")
@@ -17,8 +18,6 @@ HEADLINE_KEYS = ("cer", "wer", "exact", "lines")
 
 def member_organization_id(user) -> int | None:
     """The user's active organization while they are still a member of it; None otherwise."""
-    from organizations.models import OrganizationMember
-
     organization_id = getattr(user, "active_organization_id", None)
     if not getattr(user, "is_authenticated", False) or organization_id is None:
         return None

@@ -6,6 +6,7 @@ place where the plugin reads environment variables.
 
 import os
 import sys
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import label_studio
 
@@ -30,7 +31,7 @@ if _LS_PATH not in sys.path:
 from core.settings.base import *  # noqa: E402,F401,F403
 from core.settings.label_studio import *  # noqa: E402,F401,F403
 
-from marker_ls_plugin.conf import DEFAULTS  # noqa: E402
+from marker_ls_plugin.conf import DEFAULTS, env_value  # noqa: E402
 
 INSTALLED_APPS = [*INSTALLED_APPS, "marker_ls_plugin"]  # noqa: F405
 if "django_rq" not in INSTALLED_APPS:
@@ -43,20 +44,7 @@ ROOT_URLCONF = "marker_ls_plugin.wiring.urls"
 PROJECT_MIXIN = "marker_ls_plugin.wiring.hooks.ProjectMixin"
 
 
-def _env_value(key, default):
-    raw = os.environ.get(f"MARKER_LS_{key}")
-    if raw is None:
-        return default
-    if isinstance(default, bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw or None
-
-
-MARKER_LS = {key: _env_value(key, default) for key, default in DEFAULTS.items()}
+MARKER_LS = {key: env_value(key) for key in DEFAULTS}
 
 REDIS_TIMEOUT_SECONDS = 5
 
@@ -68,8 +56,6 @@ def _with_redis_timeouts(url):
     django-rq passes no other connection options for a URL. RQ workers raise the read timeout of their own
     connection above their blocking dequeue.
     """
-    from urllib.parse import parse_qsl, urlencode, urlsplit
-
     query = urlsplit(url).query
     present = {name for name, _ in parse_qsl(query, keep_blank_values=True)}
     extra = urlencode([(name, REDIS_TIMEOUT_SECONDS) for name in ("socket_connect_timeout", "socket_timeout")

@@ -2,6 +2,9 @@
 
 Under CI=true, PostgreSQL and Redis are required: tests that need them fail instead of skipping.
 Every process a fixture starts is stopped by its own pid, also when the test fails.
+Over 300 lines because it is the one place pytest shares fixtures with every test directory (tests/ocr/, ...):
+the test database, the processes, and the shared subjects (``http``, ``tiny_surya``, ``ocr_project``,
+``upload_task``); helpers that need no fixture live in the mls_*.py modules.
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helper modules
 
-from mls_helpers import CI, LabelStudio, free_port, start_marker_ls, stop_process  # noqa: E402
+from mls_helpers import CI, ROOT, LabelStudio, free_port, start_marker_ls, stop_process  # noqa: E402
 from mls_helpers import clean_environ as _clean_environ  # noqa: E402
 
 from marker_ls_plugin.domain.queues import pid_alive  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DATA = Path(tempfile.mkdtemp(prefix="marker-ls-tests-"))
 PG = {"host": os.environ.get("MARKER_LS_TEST_PG_HOST", "127.0.0.1"),
@@ -119,6 +121,30 @@ import django  # noqa: E402
 
 django.setup()
 
+import mls_factories  # noqa: E402  (after django.setup(), as every test module)
+import surya_tiny  # noqa: E402  (torch and surya load inside its functions)
+from mls_render import render_page  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_rows():
+    """What a module's fixtures and tests wrote to this process's database goes when the module ends."""
+    import mls_db
+
+    before = mls_db.snapshot()
+    yield
+    mls_db.restore(before)
+
+
+@pytest.fixture(autouse=True)
+def _test_rows(_module_rows):
+    """Each test starts from the rows its module's fixtures made; what the test wrote goes after it."""
+    import mls_db
+
+    before = mls_db.snapshot()
+    yield
+    mls_db.restore(before)
+
 
 def pytest_report_header(config):
     database = os.environ.get("POSTGRE_NAME") or os.environ.get("DATABASE_NAME")
@@ -126,8 +152,10 @@ def pytest_report_header(config):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    import mls_db
     from django.db import connections
 
+    mls_db.close()
     connections.close_all()
     if DB_ENGINE == "postgresql":
         with pg_connect() as conn:
@@ -258,3 +286,44 @@ def clone_database():
     with pg_connect() as conn:
         for name in names:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- shared test subjects -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def http(label_studio):
+    """The admin's requests session on the session's Label Studio server (sends the CSRF token as its frontend)."""
+    return label_studio.session()
+
+
+@pytest.fixture(scope="session")
+def tiny_surya(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random surya models (tests/surya_tiny.py), built once: ``{"recognition": dir, "detection": dir}``.
+
+    Shared by every test: read them, never write into them (copy them first, as test_registry's ``place`` does).
+    """
+    # surya's settings are a pydantic BaseSettings read once, at its first import: set the environment before
+    # (offline already: clean_environ sets HF_HUB_OFFLINE, which transformers reads too).
+    os.environ.setdefault("TORCH_DEVICE", "cpu")
+    os.environ.setdefault("DISABLE_TQDM", "true")
+    return surya_tiny.build_tiny_models(tmp_path_factory.mktemp("surya-tiny"))
+
+
+@pytest.fixture
+def ocr_project():
+    """A project with the plugin's OCR labeling config, owned by a new user in a new organization."""
+    return mls_factories.ocr_project("ocr project")
+
+
+@pytest.fixture
+def upload_task(ocr_project):
+    """``upload(image=None, name=, raw=)``: a task of ``ocr_project`` with a rendered page (or ``image``/``raw``)
+    written where Label Studio keeps uploads."""
+
+    def upload(image=None, name: str = "page.png", raw: bytes | None = None):
+        if image is None and raw is None:
+            image = render_page(mls_factories.LINES, size=mls_factories.SIZE, font_size=28)[0]
+        return mls_factories.upload_task(ocr_project, image, name, raw)
+
+    return upload

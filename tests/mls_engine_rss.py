@@ -25,7 +25,8 @@ def main(cache_size: int, detection: str, recognitions: list[str]) -> dict:
     import torch
     from mls_render import render_page
 
-    from marker_ls_plugin.ocr.engines import get_engine, loaded_engines
+    from marker_ls_plugin.domain.engines import get_engine
+    from marker_ls_plugin.ocr.pool import loaded_engines
 
     torch.set_num_threads(1)  # the same arithmetic, whatever the machine
     page, _ = render_page(["Memory stays flat"], (400, 120), 28)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent  # the checkout
 CI = os.environ.get("CI", "").lower() == "true"
 SECRET_KEY = "marker-ls-tests-not-secret"
 

@@ -21,8 +21,9 @@ def main(project_id: int, task_ids: list[int]) -> dict:
     from mls_render import render_page
     from projects.models import Project
 
-    from marker_ls_plugin.domain.preannotation import model_choice, preannotate_tasks
-    from marker_ls_plugin.ocr.engines import get_engine
+    from marker_ls_plugin.domain.engines import get_engine
+    from marker_ls_plugin.domain.predictions import preannotate_tasks
+    from marker_ls_plugin.domain.projects import model_choice
 
     choice = model_choice(Project.objects.get(pk=project_id))
     engine = get_engine(choice.engine, **choice.options)

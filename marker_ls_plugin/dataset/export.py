@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from marker_ls_plugin.dataset.crops import CropPlan, SkippedRegion, cut, plan_crop
+from marker_ls_plugin.dataset.image_urls import task_image_url
 from marker_ls_plugin.dataset.regions import Region, annotation_ordering, pair_regions
-from marker_ls_plugin.dataset.sources import AnnotatedTask, Source
+from marker_ls_plugin.dataset.remote import RemoteSource
+from marker_ls_plugin.dataset.sources import AnnotatedTask, DatabaseSource, Source
 from marker_ls_plugin.ocr.labeling import controls_from_config
-from marker_ls_plugin.ocr.labeling import data_image_url as image_url  # noqa: F401  (remote.py imports it here)
+from marker_ls_plugin.ocr.types import ImageError
 
 SPLIT_RULE = "val if int(sha256(f'{seed}:{task}:{region}')[:16], 16) / 2**64 < val_fraction, else train"
 CONTENT_HASH_RULE = ("sha256 over the sha256(jsonl line + NUL + sha256(crop bytes)) of every line, tasks in id "
@@ -66,15 +68,11 @@ def export_annotations_for_finetuning(project_id: int, output_dir: str, *, label
         raise ValueError(f"padding must be 0 or more, got {padding}")
     annotation_ordering(annotation_rule)  # an unknown rule fails before anything is read
     if url:
-        from marker_ls_plugin.dataset.remote import RemoteSource
-
         source: Source = RemoteSource(url, api_key or os.environ.get("LABEL_STUDIO_API_KEY", ""), project_id,
                                       max_pixels=max_pixels)
     elif api_key:
         raise ValueError("api_key without url: pass the Label Studio URL to export over its API")
     else:
-        from marker_ls_plugin.dataset.sources import DatabaseSource
-
         source = DatabaseSource(project_id, max_pixels=max_pixels)
     try:
         return export_from_source(source, output_dir, labels=labels, val_fraction=val_fraction, seed=seed,
@@ -143,8 +141,6 @@ def count_lines(project_id: int, *, labels: list[str] | None = None, val_fractio
     Same annotations, labels filter and split as the export; a line whose image turns out unreadable or whose
     box falls outside it is counted here and skipped by the export, so this is an upper bound.
     """
-    from marker_ls_plugin.dataset.sources import DatabaseSource
-
     source = DatabaseSource(project_id)
     try:
         controls = controls_from_config(source.label_config)
@@ -160,12 +156,8 @@ def count_lines(project_id: int, *, labels: list[str] | None = None, val_fractio
 
 def _export_task(writer: _Writer, item: AnnotatedTask, regions: list[Region], image_key: str,
                  padding: int) -> None:
-    from marker_ls_plugin.ocr.types import ImageError
-
-    url = image_url(item.data, image_key)
     try:
-        if not url:
-            raise ImageError(f"task {item.task} has no '{image_key}' field in its data")
+        url = task_image_url(item.data, image_key, item.task)
         image = item.load_image(url)
     except ImageError as exc:
         for region in regions:
@@ -272,7 +264,7 @@ def load_hf_dataset(output_dir: str):
 
     Needs the optional ``datasets`` package. Images are decoded lazily from the crop files.
     """
-    import datasets
+    import datasets  # heavy (pyarrow, pandas): only when a dataset is loaded
 
     root = Path(output_dir)
     splits = {}

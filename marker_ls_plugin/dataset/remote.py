@@ -10,14 +10,20 @@ from __future__ import annotations
 import base64
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
+import httpx
+
+from marker_ls_plugin import __version__
+from marker_ls_plugin.conf import DEFAULTS
+from marker_ls_plugin.dataset.image_urls import locate_image, server_request_url
 from marker_ls_plugin.dataset.regions import choose_annotation
 from marker_ls_plugin.dataset.sources import AnnotatedTask
+from marker_ls_plugin.ocr.images import open_image
+from marker_ls_plugin.ocr.labeling import controls_from_config, data_image_url
 from marker_ls_plugin.ocr.types import ImageError
 
 PAGE_SIZE = 100
@@ -25,7 +31,6 @@ TIMEOUT = 60.0
 # Images downloaded concurrently, ahead of the task being cropped. Only the compressed bytes of at most
 # 2 x DOWNLOADS tasks are held at a time, so memory stays flat.
 DOWNLOADS = 8
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
 class RemoteSource:
@@ -33,10 +38,7 @@ class RemoteSource:
 
     def __init__(self, url: str, api_key: str, project_id: int, *, max_pixels: int | None = None,
                  page_size: int = PAGE_SIZE, downloads: int = DOWNLOADS):
-        import httpx
-        from label_studio_sdk import LabelStudio
-
-        from marker_ls_plugin.conf import DEFAULTS
+        from label_studio_sdk import LabelStudio  # deferred: heavy (hundreds of generated API modules)
 
         if not api_key:
             raise ValueError("exporting from a Label Studio URL needs an API key: pass api_key (--api-key) or set "
@@ -58,16 +60,12 @@ class RemoteSource:
 
     def tasks(self, rule: str) -> Iterator[AnnotatedTask]:
         """Annotated tasks in id order; their images are already downloading when they are yielded."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from marker_ls_plugin.dataset.export import image_url
-
         image_key = _image_key(self.label_config)
         pool = ThreadPoolExecutor(self.downloads, thread_name_prefix="marker-ls-export")
         window: deque[tuple[AnnotatedTask, Any, Future | None]] = deque()
         try:
             for item in self._annotated(rule):
-                url = image_url(item.data, image_key) if image_key else None
+                url = data_image_url(item.data, image_key) if image_key else None
                 ahead = None
                 if isinstance(url, str) and url.strip() and item.result:
                     ahead = pool.submit(self._download, item.task, url, self._auth())
@@ -96,8 +94,6 @@ class RemoteSource:
             return item
 
         def load(wanted: str) -> Any:
-            from marker_ls_plugin.ocr.images import open_image
-
             if wanted != url:
                 return self._load_image(item.task, wanted)
             return open_image(ahead.result(), max_pixels=self.max_pixels)
@@ -109,8 +105,6 @@ class RemoteSource:
         return self._seen
 
     def versions(self) -> dict[str, str | None]:
-        from marker_ls_plugin import __version__
-
         try:
             release = self.client.versions.get().release
         except Exception:  # an older server, or a proxy that hides it: the manifest says unknown
@@ -121,14 +115,10 @@ class RemoteSource:
         self._http.close()
 
     def _load_image(self, task_id: int, url: str) -> Any:
-        from marker_ls_plugin.ocr.images import open_image
-
         return open_image(self._download(task_id, url, self._auth()), max_pixels=self.max_pixels)
 
     def _download(self, task_id: int, url: str, auth: dict[str, str]) -> bytes:
         """The image's bytes, or ImageError; runs on the download threads (httpx's client is thread-safe)."""
-        import httpx
-
         target = image_request_url(self.url, task_id, url)
         try:
             response = self._http.get(target, headers=auth)
@@ -147,38 +137,23 @@ class RemoteSource:
 
 
 def image_request_url(base_url: str, task_id: int, url: Any) -> str:
-    """The address to GET a task's image from, given the URL stored in its data.
+    """The address to GET a task's image from, given the URL stored in its data (``image_urls.locate_image``).
 
-    Paths (``/data/upload/...``, ``/data/local-files/?d=...``) and URLs of the server itself are read from
-    ``base_url``; storage URIs (``s3://``, ``gs://``, ``azure-blob://``...) through the task's presign
-    endpoint, which proxies the bucket or redirects to a presigned URL. Other hosts are refused, as in-process.
+    Label Studio's own files (paths, URLs under ``base_url`` or on a loopback host) are read from ``base_url``;
+    storage URIs (``s3://``, ``gs://``, ``azure-blob://``...) through the task's presign endpoint, which proxies
+    the bucket or redirects to a presigned URL. Other hosts are refused, as in-process.
     """
-    if not isinstance(url, str) or not url.strip():
-        raise ImageError(f"the task's image is not a URL: {url!r}")
-    url = url.strip()
-    base = urlsplit(base_url)
-    origin = f"{base.scheme}://{base.netloc}"
-    parts = urlsplit(url)
-    if not parts.scheme and not parts.netloc and url.startswith("/"):
-        prefix = base.path.rstrip("/")
-        return (origin if prefix and url.startswith(prefix + "/") else origin + prefix) + url
-    if parts.scheme in ("http", "https"):
-        if f"{parts.scheme}://{parts.netloc}" == origin:
-            return url
-        if parts.hostname in _LOOPBACK:  # the server's own HOSTNAME, as it wrote it into the task
-            path = parts.path + (f"?{parts.query}" if parts.query else "")
-            return image_request_url(base_url, task_id, path)
-        raise ImageError(f"{url} is an external URL; images are only read from Label Studio. "
+    location = locate_image(url, base_url)
+    if location.kind == "server":
+        return server_request_url(base_url, location.path)
+    if location.kind == "external":
+        raise ImageError(f"{location.url} is an external URL; images are only read from Label Studio. "
                          "Upload the file, or connect its bucket or folder as a source storage")
-    if parts.scheme and "://" in url:
-        fileuri = base64.urlsafe_b64encode(url.encode()).decode()
-        return f"{origin}{base.path.rstrip('/')}/tasks/{task_id}/presign/?fileuri={fileuri}"
-    raise ImageError(f"cannot read the image at {url!r}: not an upload, local file or cloud storage URI")
+    fileuri = base64.urlsafe_b64encode(location.url.encode()).decode()
+    return server_request_url(base_url, f"/tasks/{task_id}/presign/?fileuri={fileuri}")
 
 
 def _image_key(label_config: str) -> str | None:
-    from marker_ls_plugin.ocr.labeling import controls_from_config
-
     try:
         return controls_from_config(label_config).image_key
     except ValueError:  # not an OCR config: the export says so itself

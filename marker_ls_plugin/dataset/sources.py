@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Protocol
 
+from marker_ls_plugin import __version__
+from marker_ls_plugin.conf import get_config
 from marker_ls_plugin.dataset.regions import choose_annotation
+from marker_ls_plugin.dataset.storage import read_task_image_bytes
+from marker_ls_plugin.ocr.images import open_image
 
 CHUNK = 100  # tasks read, and their annotations fetched, at a time
 
@@ -43,9 +47,8 @@ class DatabaseSource:
     """Tasks read with Label Studio's ORM; needs Django set up with its settings."""
 
     def __init__(self, project_id: int, max_pixels: int | None = None):
+        # Deferred: Label Studio's models need Django's apps; the API export imports this module without them.
         from projects.models import Project
-
-        from marker_ls_plugin.conf import get_config
 
         self._project = Project.objects.filter(pk=project_id).first()
         if self._project is None:
@@ -55,8 +58,8 @@ class DatabaseSource:
         self.max_pixels = max_pixels or get_config()["MAX_IMAGE_PIXELS"]
 
     def tasks(self, rule: str) -> Iterator[AnnotatedTask]:
-        from django.db.models import Exists, OuterRef
-        from tasks.models import Annotation, Task
+        from django.db.models import Exists, OuterRef  # deferred: needs Django's apps, as above
+        from tasks.models import Annotation, Task  # deferred: needs Django's apps, as above
 
         kept = Annotation.objects.filter(was_cancelled=False)
         tasks = (Task.objects.filter(project=self._project)
@@ -82,9 +85,7 @@ class DatabaseSource:
         return self._project.tasks.count()
 
     def versions(self) -> dict[str, str | None]:
-        import label_studio
-
-        from marker_ls_plugin import __version__
+        import label_studio  # deferred: Label Studio's package, only in-process
 
         return {"label_studio": label_studio.__version__, "marker_ls_plugin": __version__}
 
@@ -97,6 +98,4 @@ class _ImageLoader:
         self.task, self.max_pixels = task, max_pixels
 
     def __call__(self, url: str) -> Any:
-        from marker_ls_plugin.ocr.images import open_image, read_task_image_bytes
-
         return open_image(read_task_image_bytes(self.task, url), max_pixels=self.max_pixels)

@@ -1,6 +1,8 @@
 """The default function a fine-tune run executes on a worker: export, train, evaluate, save, register, activate.
 
-The Django side of fine-tuning; the loop itself (training/loop.py) knows nothing of Django.
+The Django side of fine-tuning; the loop itself (training/loop.py) knows nothing of Django. The run stops through
+its context's TrainingControl (domain/execution.py): the loop checks it between steps, this function between its
+own phases.
 """
 
 from __future__ import annotations
@@ -11,13 +13,22 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from marker_ls_plugin.training.loop import Callbacks, Line, TrainingStopped
+from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.dataset.export import export_annotations_for_finetuning
+from marker_ls_plugin.domain.activation import activate_model
+from marker_ls_plugin.domain.engines import resolve_surya_checkpoint
+from marker_ls_plugin.domain.projects import model_checkpoint
+from marker_ls_plugin.domain.registry import register_model_dir
+from marker_ls_plugin.ocr.surya import SuryaEngine
+from marker_ls_plugin.training import loop, model_dir
+from marker_ls_plugin.training.data import Line
 
 logger = logging.getLogger(__name__)
 
 
-class _RunCallbacks(Callbacks):
-    """The loop's callbacks written to the run: progress, metric history, log tail, cancel."""
+class _RunCallbacks(loop.Callbacks):
+    """The loop's callbacks written to the run: progress, metric history, log tail (and the user's cancel, read
+    into the context's control at each write)."""
 
     def __init__(self, context: Any):
         self.context = context
@@ -26,17 +37,14 @@ class _RunCallbacks(Callbacks):
         # One write per step; the loss joins the metric history on the first step and every 10th.
         metrics = ({"phase": "train", "loss": round(loss, 5), "learning_rate": learning_rate}
                    if step == 1 or step % 10 == 0 else None)
-        self.context.report(step=step, total_steps=total_steps, epoch=round(epoch, 3), metrics=metrics)
+        self.context.record(step=step, total_steps=total_steps, epoch=round(epoch, 3), metrics=metrics)
 
     def on_evaluate(self, step: int, metrics: dict[str, Any]) -> None:
-        self.context.report(step=step, metrics=metrics)
+        self.context.record(step=step, metrics=metrics)
 
     def log(self, message: str) -> None:
         logger.info("run %s: %s", self.context.run.pk, message)
         self.context.log(message)
-
-    def should_stop(self) -> bool:
-        return self.context.should_stop()
 
 
 def run_finetune(context: Any) -> None:
@@ -50,18 +58,12 @@ def run_finetune(context: Any) -> None:
     4. Activate it for the project when it beats the starting model's validation CER by ACTIVATION_MARGIN
        (AUTO_ACTIVATE), which queues new predictions for tasks lacking one from it.
     """
-    from marker_ls_plugin.conf import get_config
-    from marker_ls_plugin.domain.registry import register_model_dir
-    from marker_ls_plugin.export import export_annotations_for_finetuning
-    from marker_ls_plugin.jobs import RunCancelled
-    from marker_ls_plugin.training import loop
-
     run, args, config = context.run, context.arguments, get_config()
     callbacks = _RunCallbacks(context)
     checkpoint = _base_checkpoint(run)
     name = f"project-{run.project_id}-run-{run.pk}"
     run_dir = Path(config["MODELS_DIR"]) / "runs" / str(run.pk)
-    output = Path(config["MODELS_DIR"]) / "recognition" / name
+    output = model_dir.recognition_dir(config["MODELS_DIR"]) / name
     if output.exists():
         raise FileExistsError(f"{output} already exists: move it away to re-run this run, or start a new run")
 
@@ -69,32 +71,23 @@ def run_finetune(context: Any) -> None:
     shutil.rmtree(run_dir / "dataset", ignore_errors=True)
     manifest = export_annotations_for_finetuning(
         run.project_id, str(run_dir / "dataset"), labels=args.labels, val_fraction=args.val_fraction,
-        seed=args.split_seed, progress=_export_progress(context, RunCancelled),
+        seed=args.split_seed, progress=_export_progress(context),
     )
     context.report(dataset=_dataset_summary(manifest, run_dir / "dataset"))
     callbacks.log(f"dataset {manifest['content_sha256'][:12]}: {manifest['counts']['train']} training and "
                   f"{manifest['counts']['val']} validation lines; skipped {sum(manifest['skipped_counts'].values())}")
     train_lines, val_lines = (_read_lines(run_dir / "dataset", split) for split in ("train", "val"))
-    try:
-        result = loop.train(checkpoint, train_lines, val_lines, args, None, callbacks, device=config["TORCH_DEVICE"])
-    except TrainingStopped as exc:
-        raise RunCancelled() from exc
-    metrics = {
-        "base_checkpoint": checkpoint, "before": result.before.metrics, "after": result.after.metrics,
-        "steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
-        "device": result.device, "precision": result.precision, "seconds": result.seconds,
-        "skipped": result.skipped, "worst_lines": result.worst,
-        "samples_per_second": result.samples_per_second, "data_wait_share": result.data_wait_share,
-    }
+    result = loop.train(checkpoint, train_lines, val_lines, args, None, callbacks, device=config["TORCH_DEVICE"],
+                        reader=SuryaEngine.around, control=context.control)
     context.report(metrics={"phase": "after", **{k: result.after.metrics[k] for k in ("cer", "wer", "exact", "lines")},
                             "cer_before": result.before.metrics["cer"]})
-    if context.should_stop():
-        raise RunCancelled()
-    metadata = {"name": name, "parent": run.base_model.name if run.base_model else None, "run": run.pk,
-                "dataset_sha256": manifest["content_sha256"], "metrics": metrics,
-                "description": f"Fine-tuned by run {run.pk} on project {run.project_id} from {checkpoint} "
-                               f"({manifest['counts']['train']} training lines)."}
-    loop.save(result.foundation, output, metadata)  # atomic: the directory appears complete, metadata included
+    metadata = model_dir.ModelMetadata(
+        name=name, parent=run.base_model.name if run.base_model else None, run=run.pk,
+        dataset_sha256=manifest["content_sha256"], metrics=result.metrics(), base=checkpoint,
+        arguments=args.to_dict(),
+        description=f"Fine-tuned by run {run.pk} on project {run.project_id} from {checkpoint} "
+                    f"({manifest['counts']['train']} training lines).")
+    model_dir.save(result.foundation, output, metadata)  # atomic: the directory appears complete, metadata included
     try:
         # Registration and activation commit together, ordered against cancels by the run's row lock: a
         # cancelled run registers nothing, and a registered model's run cannot be cancelled any more.
@@ -109,22 +102,17 @@ def run_finetune(context: Any) -> None:
         raise
 
 
-def _export_progress(context: Any, cancelled: type[Exception]) -> Any:
+def _export_progress(context: Any) -> Any:
     def progress(tasks: int, lines: int) -> None:
         if tasks % 50 == 0:
             context.log(f"exported {tasks} tasks, {lines} lines")
-            if context.should_stop():
-                raise cancelled()
+            context.check()
 
     return progress
 
 
 def _base_checkpoint(run: Any) -> str:
     """The checkpoint to start from: the run's base model, else the configured or default surya checkpoint."""
-    from marker_ls_plugin.conf import get_config
-    from marker_ls_plugin.domain.preannotation import model_checkpoint
-    from marker_ls_plugin.ocr.engines import resolve_surya_checkpoint
-
     base = run.base_model
     if base is not None and base.engine != "surya":
         raise ValueError(f"the base model {base.name} is a {base.engine} model; only surya recognition models "
@@ -145,9 +133,8 @@ def _dataset_summary(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
             "label_config_sha256": manifest["label_config_sha256"], "versions": manifest["versions"]}
 
 
-def _maybe_activate(run: Any, model: Any, result: Any, config: dict[str, Any], callbacks: Callbacks) -> None:
-    from marker_ls_plugin.domain.runs import activate_model
-
+def _maybe_activate(run: Any, model: Any, result: loop.TrainResult, config: dict[str, Any],
+                    callbacks: loop.Callbacks) -> None:
     before, after = result.before.metrics["cer"], result.after.metrics["cer"]
     margin = float(config["ACTIVATION_MARGIN"])
     if not config["AUTO_ACTIVATE"]:
@@ -158,4 +145,3 @@ def _maybe_activate(run: Any, model: Any, result: Any, config: dict[str, Any], c
                       f"margin {margin}); unlabelled tasks get new predictions")
     else:
         callbacks.log(f"not activated: CER {before} -> {after} does not improve by the margin {margin}")
-

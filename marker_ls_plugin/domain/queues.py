@@ -11,8 +11,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import django_rq
 from django.db import close_old_connections, transaction
+from django.dispatch import Signal
 from django.utils.module_loading import import_string
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
 
 from marker_ls_plugin.conf import get_config, queue_backend
 
@@ -20,6 +25,9 @@ logger = logging.getLogger(__name__)
 
 _executors: dict[str, ThreadPoolExecutor] = {}
 _executors_lock = threading.Lock()
+# Sent when this process starts executing jobs itself (no Redis): the process that executes runs also reaps the
+# dead ones (wiring/signals.py starts the reaper).
+embedded_executor_started = Signal()
 
 
 class QueueUnavailable(RuntimeError):
@@ -28,8 +36,6 @@ class QueueUnavailable(RuntimeError):
 
 def get_queue(name: str):
     """The django-rq queue called ``name`` (only meaningful with the RQ backend)."""
-    import django_rq
-
     return django_rq.get_queue(name)
 
 
@@ -37,12 +43,10 @@ def get_embedded_executor(name: str) -> ThreadPoolExecutor:
     """The process-wide executor that stands in for queue ``name`` without Redis."""
     with _executors_lock:
         if name not in _executors:
-            from marker_ls_plugin.domain.reaper import start_reaper
-
-            start_reaper()  # without workers, the process that executes runs also fails the dead ones
             _executors[name] = ThreadPoolExecutor(
                 max_workers=get_config()["EMBEDDED_WORKERS"], thread_name_prefix=f"marker-ls-{name}"
             )
+            embedded_executor_started.send(sender=get_embedded_executor, name=name)
         return _executors[name]
 
 
@@ -88,8 +92,6 @@ def enqueue(func_path: str, *args: Any, queue: str, job_id: str, timeout: int | 
     """
     backend = queue_backend()
     if backend == "rq":
-        from redis.exceptions import RedisError
-
         _refuse_while_redis_down(queue)
         try:
             get_queue(queue).enqueue(func_path, *args, job_id=job_id, job_timeout=timeout)
@@ -105,10 +107,6 @@ def enqueue(func_path: str, *args: Any, queue: str, job_id: str, timeout: int | 
 
 def job_status(job_id: str, queue: str) -> str | None:
     """RQ's status of job ``job_id`` ("queued", "started", "failed", ...), or None when Redis has no such job."""
-    from redis.exceptions import RedisError
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
-
     try:
         status = Job.fetch(job_id, connection=get_queue(queue).connection).get_status()
     except NoSuchJobError:

@@ -12,6 +12,7 @@ import threading
 from django.db import connection
 
 from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.domain.runs import reap_stale_runs
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def stop_reaper(timeout: float = 10) -> None:
 
 
 def _loop(interval: float) -> None:
-    from marker_ls_plugin.domain.runs import reap_stale_runs
-
     logger.info("reaper: every %.0f s, runs nothing will finish are failed", interval)
     while not _stopped.is_set():
         try:

@@ -15,19 +15,18 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
+from safetensors import SafetensorError, safe_open
 
 from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.domain.projects import model_checkpoint
 from marker_ls_plugin.models import FineTuneRun, OCRModel
-from marker_ls_plugin.training.loop import METADATA_FILE  # written next to the weights by fine-tune runs
+from marker_ls_plugin.ocr.checkpoints import TOKENIZER_FILES
+from marker_ls_plugin.training import model_dir
+from marker_ls_plugin.training.model_dir import ModelMetadata
 
 logger = logging.getLogger(__name__)
 
 RECOGNITION_MODEL_TYPE = "surya-multimodal-foundation"  # surya-ocr 0.17.1's recognition (foundation) model
-TOKENIZER_FILES = ("vocab_math.json", "specials.json", "specials_dict.json")
-METADATA_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "parent": (str, type(None)), "run": (int, type(None)), "dataset_sha256": (str,),
-    "metrics": (dict,), "description": (str,),
-}
 
 
 class InvalidCheckpoint(ValueError):
@@ -71,10 +70,6 @@ class ScanReport:
     def summary(self) -> str:
         return (f"{self.directory}: {len(self.registered)} registered, {len(self.known)} already known, "
                 f"{len(self.broken)} broken")
-
-
-def recognition_dir(models_dir: str | os.PathLike | None = None) -> Path:
-    return Path(models_dir or get_config()["MODELS_DIR"]) / "recognition"
 
 
 # Validation (no database)
@@ -122,8 +117,6 @@ def _weights_problems(path: Path) -> list[str]:
 
 
 def _safetensors_problem(shard: Path) -> str:
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(shard), framework="numpy") as handle:  # reads the header only; numpy: no torch
             if not list(handle.keys()):
@@ -133,24 +126,13 @@ def _safetensors_problem(shard: Path) -> str:
     return ""
 
 
-def read_metadata(path: Path) -> dict[str, Any] | None:
-    """The training job's ``marker_ls_model.json``; None when absent; InvalidCheckpoint when malformed."""
-    metadata_path = path / METADATA_FILE
-    if not metadata_path.is_file():
-        return None
+def read_metadata(path: Path) -> ModelMetadata | None:
+    """The directory's ``marker_ls_model.json`` (training/model_dir.py); None when absent; InvalidCheckpoint when
+    malformed."""
     try:
-        metadata = json.loads(metadata_path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidCheckpoint(f"{METADATA_FILE} is not readable JSON: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise InvalidCheckpoint(f"{METADATA_FILE} must hold a JSON object")
-    for key, types in METADATA_TYPES.items():
-        value = metadata.get(key)
-        if key in metadata and (not isinstance(value, types) or isinstance(value, bool)):  # JSON true is no run id
-            raise InvalidCheckpoint(f"{METADATA_FILE}: {key!r} has the wrong type ({type(value).__name__})")
-    if len(metadata.get("dataset_sha256", "")) > 64:
-        raise InvalidCheckpoint(f"{METADATA_FILE}: 'dataset_sha256' is longer than 64 characters")
-    return metadata
+        return model_dir.read_metadata(path)
+    except model_dir.InvalidMetadata as exc:
+        raise InvalidCheckpoint(str(exc)) from exc
 
 
 # Registration
@@ -161,12 +143,9 @@ def scan_models_dir(models_dir: str | os.PathLike | None = None) -> ScanReport:
 
     Hidden directories are skipped: the training job writes ``.tmp-*`` there before renaming.
     """
-    report = ScanReport(recognition_dir(models_dir))
-    if not report.directory.is_dir():
-        return report
-    for path in sorted(report.directory.iterdir()):
-        if path.name.startswith(".") or not path.is_dir():
-            continue
+    root = models_dir or get_config()["MODELS_DIR"]
+    report = ScanReport(model_dir.recognition_dir(root))
+    for path in model_dir.model_directories(root):
         try:
             model, created = register_model_dir(path)
         except InvalidCheckpoint as exc:
@@ -189,7 +168,7 @@ def register_model_dir(path: str | os.PathLike, *, created_by=None, organization
     if problems:
         raise InvalidCheckpoint("; ".join(problems))
     metadata = read_metadata(path)
-    run_id = (metadata or {}).get("run")
+    run_id = metadata.run if metadata is not None else None
     if run_id is not None:
         status = FineTuneRun.objects.filter(pk=run_id).values_list("status", flat=True).first()
         if status in (FineTuneRun.Status.FAILED, FineTuneRun.Status.CANCELLED):
@@ -212,11 +191,9 @@ def register_model_dir(path: str | os.PathLike, *, created_by=None, organization
     raise InvalidCheckpoint("could not register it: its name kept being taken")
 
 
-def find_registered(path: Path, metadata: dict[str, Any] | None = None) -> OCRModel | None:
+def find_registered(path: Path, metadata: ModelMetadata | None = None) -> OCRModel | None:
     """The model already registered for ``path`` (same directory, or the run that produced it)."""
-    from marker_ls_plugin.domain.preannotation import model_checkpoint
-
-    run_id = (metadata or {}).get("run")
+    run_id = metadata.run if metadata is not None else None
     if run_id is not None:
         model = OCRModel.objects.filter(produced_by_run_id=run_id).first()
         if model:
@@ -229,27 +206,27 @@ def find_registered(path: Path, metadata: dict[str, Any] | None = None) -> OCRMo
     return None
 
 
-def _model_fields(path: Path, metadata: dict[str, Any] | None) -> dict[str, Any]:
+def _model_fields(path: Path, metadata: ModelMetadata | None) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "engine": OCRModel.Engine.SURYA, "checkpoint": str(path), "kind": OCRModel.Kind.BASE,
         "name": unique_name(path.name),
     }
     if metadata is None:
         return fields
-    run_id = metadata.get("run")
+    run_id = metadata.run
     run = FineTuneRun.objects.filter(pk=run_id).select_related("project").first() if run_id is not None else None
     organization_id = run.project.organization_id if run else None
     fields.update(
         kind=OCRModel.Kind.FINETUNED,
-        name=unique_name(metadata.get("name") or path.name),
+        name=unique_name(metadata.name or path.name),
         # A parent the run's organization cannot see is not recorded: its name would tell the other's models.
-        parent=(OCRModel.objects.visible_to(organization_id).filter(name=metadata["parent"]).first()
-                if metadata.get("parent") else None),
+        parent=(OCRModel.objects.visible_to(organization_id).filter(name=metadata.parent).first()
+                if metadata.parent else None),
         produced_by_run=run,
         organization_id=organization_id,
-        dataset_sha256=metadata.get("dataset_sha256", ""),
-        metrics=metadata.get("metrics", {}),
-        description=metadata.get("description", ""),
+        dataset_sha256=metadata.dataset_sha256,
+        metrics=metadata.metrics,
+        description=metadata.description,
     )
     return fields
 

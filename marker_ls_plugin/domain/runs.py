@@ -1,18 +1,23 @@
-"""Fine-tune run operations: start, cancel, reap; the only module that enqueues runs."""
+"""Fine-tune run operations: start (after the preflight), retry, cancel, reap; the only module that enqueues runs.
+
+A run is executed, and finished, by domain/execution.py on a worker."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.urls import reverse
 from django.utils import timezone
+from projects.models import Project
+from tasks.models import Annotation
 
-from marker_ls_plugin.conf import DEFAULTS, get_config, queue_backend
+from marker_ls_plugin.conf import get_config, queue_backend
+from marker_ls_plugin.domain import preflight
+from marker_ls_plugin.domain.execution import finish
+from marker_ls_plugin.domain.projects import check_model_choice
 from marker_ls_plugin.domain.queues import QueueUnavailable, enqueue, job_id_for, job_status, pid_alive
 from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig
 from marker_ls_plugin.training.config import TrainingArguments
@@ -20,7 +25,6 @@ from marker_ls_plugin.training.config import TrainingArguments
 logger = logging.getLogger(__name__)
 
 EXECUTE_RUN = "marker_ls_plugin.jobs.execute_run"
-FINETUNE = DEFAULTS["RUN_FUNCTION"]  # the built-in fine-tune, whose needs training_problems checks
 
 
 class RunRefused(ValueError):
@@ -34,34 +38,6 @@ class RunRefused(ValueError):
 def active_model_for(project) -> OCRModel | None:
     config = ProjectConfig.objects.filter(project=project).select_related("active_model").first()
     return config.active_model if config else None
-
-
-def activate_model(project, model: OCRModel | None) -> ProjectConfig:
-    """Make ``model`` the one that pre-annotates ``project`` (None: back to the engine's default).
-
-    The API, the admin and the training job all activate through here. With REPREDICT_ON_ACTIVATE, tasks
-    nobody annotated yet that lack a prediction from the new model are queued once the change commits.
-    """
-    from marker_ls_plugin.domain.preannotation import release_model, sweep
-
-    check_model_choice(project, model)
-    config, _ = ProjectConfig.objects.get_or_create(project=project)
-    if config.active_model_id != (model.pk if model else None):
-        previous = config.active_model
-        config.active_model = model
-        config.save(update_fields=["active_model", "updated_at"])
-        logger.info("project %s: active model is now %s", project.pk, model or "the engine default")
-        if previous is not None:  # its engine stays loaded in this process only while some project uses it
-            transaction.on_commit(lambda: release_model(previous), robust=True)
-        if get_config()["REPREDICT_ON_ACTIVATE"]:
-            transaction.on_commit(lambda: sweep(project), robust=True)
-    return config
-
-
-def check_model_choice(project, model: OCRModel | None) -> None:
-    """Refuse a model ``project``'s organization may not use, in the words used for one that does not exist."""
-    if model is not None and not OCRModel.objects.for_project(project).filter(pk=model.pk).exists():
-        raise ValueError(f"model {model.pk} does not exist")
 
 
 def on_annotation_created(project_id: int) -> None:
@@ -85,8 +61,6 @@ def check_retrain_threshold(project_id: int) -> FineTuneRun | None:
 
 
 def _check_retrain_threshold(project_id: int) -> FineTuneRun | None:
-    from tasks.models import Annotation
-
     # A primary-key lookup, not a process cache: the setting changes in other processes (API, admin).
     every = ProjectConfig.objects.filter(pk=project_id).values_list("retrain_every", flat=True).first()
     if not every:
@@ -110,71 +84,7 @@ def _check_retrain_threshold(project_id: int) -> FineTuneRun | None:
     return None
 
 
-def training_problems(project, base_model: OCRModel | None = None,
-                      config: dict[str, Any] | None = None) -> list[str]:
-    """What keeps the built-in fine-tune from training ``project`` now, in the user's words; empty when nothing.
-
-    A trainable engine (a surya model to start from), weights that load, and enough annotated lines in each
-    split (counted as the run's export will split them, reading no image). Checked before a run is recorded,
-    so that a run that cannot train never starts. A custom RUN_FUNCTION has needs of its own: nothing is checked.
-    """
-    from marker_ls_plugin.dataset.export import count_lines
-
-    settings = get_config()
-    if settings["RUN_FUNCTION"] != FINETUNE:
-        return []
-    arguments = TrainingArguments.from_dict(config)
-    problems = _model_problems(project, base_model)
-    counts = count_lines(project.pk, labels=arguments.labels, val_fraction=arguments.val_fraction,
-                         seed=arguments.split_seed)
-    for split, key, name in (("train", "MIN_TRAIN_LINES", "training"), ("val", "MIN_VAL_LINES", "validation")):
-        missing = settings[key] - counts[split]
-        if missing > 0:
-            problems.append(
-                f"the {name} split has {counts[split]} annotated lines and a run needs {settings[key]}; new lines go "
-                f"to it about {_share(split, arguments.val_fraction):.0%} of the time, so annotate about "
-                f"{_more_lines(missing, split, arguments.val_fraction)} more lines (each line is a region with its "
-                f"transcription), or lower MARKER_LS_{key}"
-            )
-    return problems
-
-
-def _model_problems(project, base_model: OCRModel | None) -> list[str]:
-    from marker_ls_plugin.domain.preannotation import model_checkpoint, model_choice
-    from marker_ls_plugin.ocr.engines import resolve_surya_checkpoint
-    from marker_ls_plugin.ocr.types import EngineUnavailable
-
-    page = reverse("marker_ls_plugin:project", kwargs={"project_pk": project.pk})
-    switch = f"switch the project to a surya model on its OCR page {page}"
-    model = base_model or active_model_for(project)
-    if model is not None and model.engine != OCRModel.Engine.SURYA:
-        return [f"{model.name} is a {model.engine} model and only surya models can be fine-tuned: {switch}"]
-    engine = model.engine if model is not None else model_choice(project).engine
-    if engine != OCRModel.Engine.SURYA:
-        return [f"the project reads with {engine}, which cannot be fine-tuned: {switch} (or set MARKER_LS_ENGINE="
-                f"surya for projects that choose no engine)"]
-    checkpoint = model_checkpoint(model) if model is not None else None
-    try:
-        # Nothing is downloaded in a request: the worker fetches a default whose host answers.
-        resolve_surya_checkpoint(checkpoint or get_config()["SURYA_RECOGNITION_CHECKPOINT"], download=False)
-    except EngineUnavailable as exc:
-        return [f"the surya weights to start from cannot be loaded: {exc}"]
-    return []
-
-
-def _share(split: str, val_fraction: float) -> float:
-    return val_fraction if split == "val" else 1 - val_fraction
-
-
-def _more_lines(missing: int, split: str, val_fraction: float) -> int:
-    """About how many new lines give ``missing`` more in ``split``: new lines land in it with its share."""
-    share = _share(split, val_fraction)
-    return missing if share <= 0 else math.ceil(missing / share)
-
-
 def _project(project_id: int):
-    from projects.models import Project
-
     return Project.objects.get(pk=project_id)
 
 
@@ -199,7 +109,7 @@ def start_run(
     existing = _active_run(project)
     if existing:
         return existing, False
-    problems = training_problems(project, base_model, arguments.to_dict())
+    problems = preflight.training_problems(project, base_model, arguments.to_dict())
     if problems:
         raise RunRefused(problems)
     backend = queue_backend()
@@ -262,7 +172,7 @@ def cancel_run(run: FineTuneRun) -> FineTuneRun:
 
     A run that already registered its model is past cancelling (the model is registered, maybe active): the
     request is refused and the run ends succeeded. The run's row lock orders this against the job's
-    registration (jobs.RunContext.committing), so the two never both win.
+    registration (execution.RunContext.committing), so the two never both win.
     """
     with transaction.atomic():
         status = FineTuneRun.objects.select_for_update().filter(pk=run.pk).values_list("status", flat=True).first()
@@ -276,24 +186,6 @@ def cancel_run(run: FineTuneRun) -> FineTuneRun:
                 logger.info("run %s registered its model already; the cancel is refused", run.pk)
     run.refresh_from_db()
     return run
-
-
-def finish(run: FineTuneRun, status: str, *, error: str = "", traceback: str = "", retryable: bool = False,
-           from_statuses: tuple[str, ...] = FineTuneRun.ACTIVE_STATUSES) -> bool:
-    """Move a run in one of ``from_statuses`` (default: any active one) to a final status; False when it was not.
-
-    ``error`` is one line; ``retryable`` marks a failure from outside the run, which a retry may not meet.
-    """
-    fields: dict[str, Any] = {"status": status, "finished_at": timezone.now(), "retryable": retryable}
-    if error:
-        fields["error"] = error
-    if traceback:
-        fields["traceback"] = traceback
-    if status == FineTuneRun.Status.SUCCEEDED:
-        fields["progress"] = 1.0
-    done = FineTuneRun.objects.filter(pk=run.pk, status__in=from_statuses).update(**fields)
-    run.refresh_from_db()
-    return bool(done)
 
 
 def reap_stale_runs(project=None) -> list[FineTuneRun]:

@@ -1,53 +1,58 @@
 """Label Studio's own ML connector, answered in-process for the plugin's backend URL.
 
 Label Studio talks to ML backends through ``ml.models.MLApi`` (health, setup, predict, train). For
-a backend whose URL path is ``/marker-ls/ml/`` the plugin substitutes an object with the same
-methods that answers inside this process: no HTTP round trip to itself, so Label Studio's
+a backend whose URL path is ``/marker-ls/ml/`` (``address.py``) the plugin substitutes an object with
+the same methods that answers inside this process: no HTTP round trip to itself, so Label Studio's
 local-address blocking (``ML_BLOCK_LOCAL_IP``) and SSRF protection stay on. Every other URL gets
-Label Studio's own ``MLApi``, unchanged.
+Label Studio's own ``MLApi``, unchanged. ``install()`` puts in the seams: the connector class, the
+backend URL check, the backend's webhook, and Start Training (``MLBackendTrainAPI.post``).
+
+Imported once Django's apps are loaded (``apps.ready``, the HTTP views): it imports Label Studio's models.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
+from core.current_request import CurrentContext
 from django.conf import settings
+from django.db.models.signals import post_save
 from django.urls import reverse
+from ml import models as ml_models
+from ml import serializers as ml_serializers
+from ml.api import MLBackendTrainAPI
+from ml.api_connector import MLApi as LabelStudioMLApi
+from ml.api_connector import MLApiResult
+from projects.models import Project
+from rest_framework.response import Response
+from tasks.models import Prediction, Task
 
+from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.dataset.storage import load_task_image
+from marker_ls_plugin.domain import runs
+from marker_ls_plugin.domain.engines import engine_problem, get_engine
+from marker_ls_plugin.domain.predictions import preannotate_tasks
+from marker_ls_plugin.domain.projects import model_choice
 from marker_ls_plugin.ml import protocol
+from marker_ls_plugin.ml.address import is_in_process
+from marker_ls_plugin.ml.predictor import Predictor
+from marker_ls_plugin.models import FineTuneRun, OCRModel, ProjectConfig, TaskOCR
+from marker_ls_plugin.ocr.base import Engine
+from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
 
 logger = logging.getLogger(__name__)
 
-IN_PROCESS_PATH = "/marker-ls/ml/"
-
-
-def in_process_url() -> str:
-    """The URL to give Label Studio for the in-process backend."""
-    host = (getattr(settings, "HOSTNAME", "") or "http://localhost:8080").rstrip("/")
-    return f"{host}{IN_PROCESS_PATH}"
-
-
-def is_in_process(url: str | None) -> bool:
-    return bool(url) and (urlparse(url).path.rstrip("/") + "/") == IN_PROCESS_PATH
-
-
-def project_predictor(project) -> protocol.Predictor:
-    from marker_ls_plugin.domain.preannotation import model_choice
-
-    choice = model_choice(project)
-    return protocol.Predictor(choice.version, choice.engine, choice.options)
-
 
 def load_task_dict_image(task: dict, image_key: str):
-    """Read a serialized task's image in-process (uploads, local files, cloud storages)."""
-    from tasks.models import Task
-
-    from marker_ls_plugin.conf import get_config
-    from marker_ls_plugin.ocr.images import load_task_image
-
+    """Read a serialized task's image in-process (uploads, local files, cloud storages: ``dataset.storage``)."""
     row = Task.objects.select_related("project").get(pk=task["id"])
     return load_task_image(row, image_key, max_pixels=get_config()["MAX_IMAGE_PIXELS"])
+
+
+def load_engine(predictor: Predictor) -> Engine:
+    """The predictor's engine from this process's cache, as pre-annotation loads it (the plugin's settings)."""
+    return get_engine(predictor.engine, **predictor.options)
 
 
 class InProcessMLApi:
@@ -57,8 +62,6 @@ class InProcessMLApi:
         self._url = url
 
     def _result(self, response=None, error: str | None = None):
-        from ml.api_connector import MLApiResult
-
         if error:
             # Label Studio reads an error's text from "error"; "detail" is kept for API callers.
             return MLApiResult(url=self._url, response={"error": error, "detail": error}, type="error",
@@ -70,9 +73,6 @@ class InProcessMLApi:
 
     def setup(self, project, *args, **kwargs):
         """The model_version of the project's engine; an error (the Model tab's state Error) when it cannot load."""
-        from marker_ls_plugin.domain.preannotation import model_choice
-        from marker_ls_plugin.ocr.availability import engine_problem
-
         choice = model_choice(project)
         problem = engine_problem(choice.engine, choice.options)
         if problem:
@@ -83,10 +83,8 @@ class InProcessMLApi:
         return self._result({"model_version": choice.version})
 
     def get_versions(self, project):
-        from marker_ls_plugin.models import OCRModel
-
         names = OCRModel.objects.for_project(project).values_list("name", flat=True)
-        versions = [project_predictor(project).version, *names]
+        versions = [model_choice(project).version, *names]
         return self._result({"versions": list(dict.fromkeys(versions))})
 
     def make_predictions(self, tasks, project, context=None, **kwargs):
@@ -95,8 +93,6 @@ class InProcessMLApi:
         Interactive annotating always passes a ``context`` dict; its ``result`` holds the drawn region.
         Failures come back as Label Studio's error result, whose text the editor shows the annotator.
         """
-        from marker_ls_plugin.ocr.types import EngineUnavailable, ImageError
-
         tasks = list(tasks)
         try:
             if context is None:
@@ -104,8 +100,8 @@ class InProcessMLApi:
             if not context.get("result"):
                 raise protocol.BadRequest("the request carries no drawn region; draw a box or polygon on the "
                                             "page with Auto-Annotation on")
-            return self._result(protocol.predict(project_predictor(project), tasks, project.label_config, context,
-                                                   load_task_dict_image))
+            return self._result(protocol.predict(model_choice(project), tasks, project.label_config, context,
+                                                 load_task_dict_image, load_engine))
         except EngineUnavailable as exc:
             message = f"Marker OCR could not load its OCR engine, so it read nothing: {exc}"
         except ImageError as exc:
@@ -123,9 +119,7 @@ class InProcessMLApi:
 
         Unlike Label Studio's, it leaves out the project's task-data login and password: nothing here needs them.
         """
-        from ml.api_connector import MLApi
-
-        uid = MLApi._create_project_uid(self, project)  # Label Studio's "<id>.<created timestamp>", its own rule
+        uid = LabelStudioMLApi._create_project_uid(self, project)  # "<id>.<created timestamp>", Label Studio's rule
         return {"tasks": list(tasks), "project": uid, "label_config": project.label_config,
                 "params": {"context": context}}
 
@@ -135,8 +129,6 @@ class InProcessMLApi:
         Each task gets the prediction the project's current model stored for it, made first (by pre-annotation)
         when it has none, so the test shows what annotators see and stores nothing twice.
         """
-        from projects.models import Project
-
         if url_suffix.strip("/") != "predict":
             return self._result(error=f"the in-process Marker OCR backend answers no '{url_suffix}' request")
         request = request or {}
@@ -156,11 +148,6 @@ class InProcessMLApi:
         return urljoin(self._url.rstrip("/") + "/", url_suffix)
 
     def _stored_predictions(self, project, task_ids: list[int]):
-        from tasks.models import Prediction
-
-        from marker_ls_plugin.domain.preannotation import model_choice, preannotate_tasks
-        from marker_ls_plugin.models import ProjectConfig, TaskOCR
-
         preannotate_tasks(project.pk, task_ids)  # those that have none yet
         version = model_choice(project).version
         latest = {prediction.task_id: prediction for prediction in  # the newest of each task's wins
@@ -179,8 +166,6 @@ class InProcessMLApi:
         # Whole pages go through the pre-annotation pipeline, which stores the predictions itself (once
         # per model version, whoever asks first: the import queue or this request). Label Studio then
         # gets an empty list per task, so it stores no duplicate.
-        from marker_ls_plugin.domain.preannotation import preannotate_tasks
-
         preannotate_tasks(project.pk, [task["id"] for task in tasks])
         return {"results": [[] for _ in tasks]}
 
@@ -189,10 +174,6 @@ class InProcessMLApi:
 
         Start Training in the Model tab does not come here (train_api_post answers it with the run's link).
         """
-        from core.current_request import CurrentContext
-
-        from marker_ls_plugin.domain import runs
-
         user = CurrentContext.get_user()
         try:
             run, _ = start_training(project, user if getattr(user, "is_authenticated", False) else None)
@@ -203,9 +184,6 @@ class InProcessMLApi:
 
 def start_training(project, user):
     """A run started from Label Studio (its Model tab or an ML backend call) by ``user``: ``(run, created)``."""
-    from marker_ls_plugin.domain import runs
-    from marker_ls_plugin.models import FineTuneRun
-
     return runs.start_run(project, started_by=user, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
 
 
@@ -218,12 +196,7 @@ def train_api_post(label_studio_post):
     """
 
     def post(self, request, *args, **kwargs):
-        from ml.models import MLBackend
-        from rest_framework.response import Response
-
-        from marker_ls_plugin.domain import runs
-
-        backend = MLBackend.objects.filter(pk=self.kwargs.get("pk")).select_related("project").first()
+        backend = ml_models.MLBackend.objects.filter(pk=self.kwargs.get("pk")).select_related("project").first()
         if backend is None or not is_in_process(backend.url):
             return label_studio_post(self, request, *args, **kwargs)
         self.check_object_permissions(request, backend)  # as Label Studio's own method does
@@ -242,9 +215,6 @@ def train_api_post(label_studio_post):
 
 def install() -> None:
     """Route Label Studio's ML connector to the in-process backend for the plugin's URL."""
-    from ml import models as ml_models
-    from ml import serializers as ml_serializers
-
     if getattr(ml_models.MLApi, "marker_ls_in_process", False):
         return
     label_studio_api = ml_models.MLApi
@@ -277,8 +247,6 @@ def install() -> None:
     # Label Studio adds a webhook at <backend url>/webhook for every new backend. The in-process backend
     # hears of imports and annotations directly, and a webhook to a local address would be refused by
     # the same SSRF protection (with an exception, failing the request that created the backend).
-    from django.db.models.signals import post_save
-
     create_ml_webhook = ml_models.create_ml_webhook
     post_save.disconnect(create_ml_webhook, sender=ml_models.MLBackend)
 
@@ -288,7 +256,5 @@ def install() -> None:
 
     post_save.connect(create_webhook_unless_in_process, sender=ml_models.MLBackend, weak=False,
                       dispatch_uid="marker_ls_create_ml_webhook")
-
-    from ml.api import MLBackendTrainAPI
 
     MLBackendTrainAPI.post = train_api_post(MLBackendTrainAPI.post)

@@ -1,8 +1,11 @@
 """Label Studio's ML backend protocol for Marker OCR, without Django models.
 
-Shared by the in-process connector (``connector.py``), the HTTP views under ``/marker-ls/ml/`` and
-the standalone ``marker-ls ml-backend`` service. Images come from a ``load_image(task_dict)``
-callable, so each caller reads them its own way (ORM and storages, or HTTP with a token).
+Shared by the in-process connector (``connector.py``), the HTTP views under ``/marker-ls/ml/`` (``views.py``)
+and the standalone ``marker-ls ml-backend`` service (``standalone.py``): the request checks, ``/predict`` for
+whole pages and for a region an annotator just drew, and the routing of one request (``handle``). The model
+is a ``predictor.Predictor``; images come from a ``load_image(task, image_key)`` callable and engines from a
+``load_engine(predictor)`` callable, so each caller reads them its own way (ORM and storages with the plugin's
+settings, or HTTP with a token and the service's own engine cache).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import hmac
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from marker_ls_plugin.ml.predictor import Predictor
+from marker_ls_plugin.ocr.base import Engine
 from marker_ls_plugin.ocr.labeling import OCRControls, controls_from_config
 from marker_ls_plugin.ocr.results import (
     line_to_regions,
@@ -29,25 +33,8 @@ logger = logging.getLogger(__name__)
 
 # ``load_image(task, image_key)``: the task's image, ``image_key`` being the labeling config's image field.
 ImageLoader = Callable[[dict, str], Any]
-
-
-@dataclass(frozen=True)
-class Predictor:
-    """An engine with its options, and the model_version its predictions carry."""
-
-    version: str
-    engine: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def get_engine(self):
-        from marker_ls_plugin.ocr.engines import get_engine
-
-        return get_engine(self.engine, **self.options)
-
-
-def base_version(engine: str) -> str:
-    """The model_version of an engine with its default checkpoints."""
-    return f"marker-{engine}-base"
+# ``load_engine(predictor)``: the loaded engine for the predictor's engine and options.
+EngineLoader = Callable[[Predictor], Engine]
 
 
 def basic_auth_matches(authorization: str | None, credentials: str) -> bool:
@@ -65,10 +52,10 @@ class BadRequest(ValueError):
 
 
 def predict(predictor: Predictor, tasks: list[dict], label_config: str, context: dict | None,
-            load_image: ImageLoader) -> dict:
+            load_image: ImageLoader, load_engine: EngineLoader) -> dict:
     """``/predict``: one entry per task, in order; a drawn region in ``context`` gets its text."""
     controls = controls_from_config(label_config)
-    engine = predictor.get_engine()
+    engine = load_engine(predictor)
     drawn = (context or {}).get("result") or []
     if drawn and tasks:
         region = region_to_read(drawn, controls)
@@ -157,7 +144,7 @@ def _positive_number(value: Any) -> bool:
     return _number(value) and value > 0
 
 
-def interactive(predictor: Predictor, engine, image, region: dict, controls: OCRControls) -> dict:
+def interactive(predictor: Predictor, engine: Engine, image, region: dict, controls: OCRControls) -> dict:
     """Transcribe the region an annotator just drew; the answer keeps the region's id and label."""
     value = region.get("value") or {}
     width = region.get("original_width") or image.width
@@ -175,7 +162,8 @@ def interactive(predictor: Predictor, engine, image, region: dict, controls: OCR
 
 
 def handle(method: str, path: str, payload: dict | None, predictor_for: Callable[[dict], Predictor],
-           load_image: ImageLoader, on_event: Callable[[dict], dict] | None = None) -> tuple[int, dict]:
+           load_image: ImageLoader, load_engine: EngineLoader,
+           on_event: Callable[[dict], dict] | None = None) -> tuple[int, dict]:
     """One protocol request: ``(status, body)``. ``predictor_for(payload)`` picks the model."""
     route = path.rstrip("/").rsplit("/", 1)[-1]
     if payload is None:
@@ -193,7 +181,7 @@ def handle(method: str, path: str, payload: dict | None, predictor_for: Callable
             check_predict_payload(payload)
             params = payload.get("params") or {}
             return 200, predict(predictor_for(payload), payload["tasks"], payload.get("label_config") or "",
-                                params.get("context"), load_image)
+                                params.get("context"), load_image, load_engine)
     except ValueError as exc:  # a malformed request, not an OCR labeling config, an unknown model
         return 400, {"detail": str(exc)}
     except ImageError as exc:

@@ -17,13 +17,19 @@ import threading
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import requests
+
+from marker_ls_plugin.dataset.image_urls import locate_image, server_request_url, task_image_url
 from marker_ls_plugin.ml import protocol
-from marker_ls_plugin.ocr.labeling import data_image_url
+from marker_ls_plugin.ml.predictor import Predictor
+from marker_ls_plugin.ocr import pool
+from marker_ls_plugin.ocr.base import Engine
+from marker_ls_plugin.ocr.images import open_image
 from marker_ls_plugin.ocr.types import ImageError
-from marker_ls_plugin.training.loop import METADATA_FILE
+from marker_ls_plugin.training import model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -41,23 +47,12 @@ class QuietHandler(WSGIRequestHandler):
 
 
 def model_dirs(models_dir: str | None) -> dict[str, Path]:
-    """The recognition checkpoints under ``<models_dir>/recognition/`` by model name (the registry's name
-    from the training job's metadata file, else the directory's name); hidden (in-progress) ones left out."""
+    """The recognition checkpoints under ``<models_dir>/recognition/`` (the registry's scanner, model_dir.py) by
+    model name (its metadata's name, else the directory's name); hidden (in-progress) ones left out."""
     if not models_dir:
         return {}
-    found = {}
-    for path in sorted((Path(models_dir) / "recognition").glob("[!.]*")):
-        if (path / "config.json").is_file():
-            found[_model_name(path)] = path
-    return found
-
-
-def _model_name(path: Path) -> str:
-    try:
-        name = json.loads((path / METADATA_FILE).read_text()).get("name")
-    except (OSError, ValueError, AttributeError):
-        name = None
-    return name if isinstance(name, str) and name else path.name
+    return {model_dir.model_name(path): path for path in model_dir.model_directories(models_dir)
+            if (path / "config.json").is_file()}
 
 
 def newest_model(models_dir: str | None) -> Path | None:
@@ -78,17 +73,18 @@ def listen_refusal(host: str, basic_auth: str | None) -> str | None:
 class Service:
     """The protocol's state: the models, where Label Studio is, and how to authenticate."""
 
-    def __init__(self, predictor: protocol.Predictor, label_studio_url: str | None, api_key: str | None,
+    def __init__(self, predictor: Predictor, label_studio_url: str | None, api_key: str | None,
                  basic_auth: str | None = None, max_pixels: int = 89_478_485, allow_external_urls: bool = False,
-                 models_dir: str | None = None):
+                 models_dir: str | None = None, engine_cache_size: int = 2):
         self.predictor = predictor  # the default
+        self.engine_cache_size = engine_cache_size
         self.label_studio_url = label_studio_url.rstrip("/") if label_studio_url else None
         self.api_key = api_key
         self.basic_auth = basic_auth
         self.max_pixels = max_pixels
         self.allow_external_urls = allow_external_urls
         self.models_dir = models_dir
-        self._projects: dict[str, protocol.Predictor] = {}
+        self._projects: dict[str, Predictor] = {}
         self._lock = threading.Lock()
 
     # Models
@@ -96,7 +92,7 @@ class Service:
     def versions(self) -> list[str]:
         return list(dict.fromkeys([self.predictor.version, *model_dirs(self.models_dir)]))
 
-    def predictor_named(self, version: str) -> protocol.Predictor:
+    def predictor_named(self, version: str) -> Predictor:
         if version == self.predictor.version:
             return self.predictor
         path = model_dirs(self.models_dir).get(version)
@@ -105,9 +101,9 @@ class Service:
                 f"unknown model_version {version!r}: this backend serves {', '.join(self.versions())} "
                 f"(models are the directories under {self.models_dir or '--models-dir'}/recognition/)")
         options = {**self.predictor.options, "recognition_checkpoint": str(path)}
-        return protocol.Predictor(version, "surya", options)
+        return Predictor(version, "surya", options)
 
-    def setup(self, payload: dict) -> protocol.Predictor:
+    def setup(self, payload: dict) -> Predictor:
         """``/setup``: remember the model the project asks for. Its ``hostname`` is not used: images come only
         from the Label Studio this service was started for."""
         extra = payload.get("extra_params") if isinstance(payload.get("extra_params"), dict) else {}
@@ -119,36 +115,34 @@ class Service:
                 self.api_key = payload["access_token"] or None
         return predictor
 
-    def predictor_for(self, payload: dict) -> protocol.Predictor:
+    def predictor_for(self, payload: dict) -> Predictor:
         with self._lock:
             return self._projects.get(_project_key(payload), self.predictor)
+
+    def load_engine(self, predictor: Predictor) -> Engine:
+        """The predictor's engine from this process's engine cache (``ocr.pool``, ``engine_cache_size`` engines)."""
+        return pool.get_engine(predictor.engine, cache_size=self.engine_cache_size, **predictor.options)
 
     # Images
 
     def image_url(self, task: dict, image_key: str) -> str:
-        value = data_image_url(task.get("data") or {}, image_key)
-        if not isinstance(value, str) or not value:
-            raise ImageError(f"task {task.get('id')} has no '{image_key}' field in its data")
-        if value.startswith("/"):
+        """Where to GET the task's image (``dataset.image_urls``' rule): Label Studio's own files from
+        ``--label-studio-url``, public http(s) URLs only with ``--allow-external-urls``; nothing else."""
+        value = task_image_url(task.get("data"), image_key, task.get("id"))
+        location = locate_image(value, self.label_studio_url)
+        if location.kind == "server":
             if not self.label_studio_url:
                 raise ImageError("Label Studio's URL is unknown: start the backend with --label-studio-url")
-            return urljoin(self.label_studio_url + "/", value.lstrip("/"))
-        if self.label_studio_url and value.startswith(self.label_studio_url + "/"):
-            return value
-        parsed = urlparse(value)
-        if parsed.scheme in ("http", "https") and self.allow_external_urls:
-            if not _public_host(parsed.hostname or ""):
+            return server_request_url(self.label_studio_url, location.path)
+        if location.kind == "external" and self.allow_external_urls:
+            if not _public_host(urlsplit(location.url).hostname or ""):
                 raise ImageError(f"not fetching {value!r}: it names a private, loopback or link-local address")
-            return value
+            return location.url
         own = self.label_studio_url or "set --label-studio-url"
         raise ImageError(f"not fetching {value!r}: only Label Studio's own files ({own}), "
                          "or public http(s) URLs with --allow-external-urls")
 
     def load_image(self, task: dict, image_key: str):
-        import requests
-
-        from marker_ls_plugin.ocr.images import open_image
-
         url = self.image_url(task, image_key)
         own = bool(self.label_studio_url) and url.startswith(self.label_studio_url + "/")
         headers = {"Authorization": f"Token {self.api_key}"} if own and self.api_key else {}
@@ -185,7 +179,7 @@ class Service:
         route = path.rstrip("/").rsplit("/", 1)[-1]
         predictor_for = self.setup if route == "setup" else self.predictor_for
         try:
-            status, body = protocol.handle(method, path, payload, predictor_for, self.load_image)
+            status, body = protocol.handle(method, path, payload, predictor_for, self.load_image, self.load_engine)
         except Exception as exc:  # the service keeps serving; Label Studio shows the message
             logger.exception("%s %s failed", method, path)
             status, body = 500, {"detail": f"{type(exc).__name__}: {exc}"}

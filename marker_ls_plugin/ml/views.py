@@ -25,9 +25,13 @@ from projects.models import Project
 from tasks.models import Task
 
 from marker_ls_plugin.conf import get_config
+from marker_ls_plugin.domain import runs
+from marker_ls_plugin.domain.preannotation import on_tasks_created
+from marker_ls_plugin.domain.projects import model_choice
 from marker_ls_plugin.ml import protocol
-from marker_ls_plugin.ml.connector import load_task_dict_image, project_predictor
+from marker_ls_plugin.ml.connector import load_engine, load_task_dict_image
 from marker_ls_plugin.ml.protocol import BadRequest  # one malformed-request error for the protocol
+from marker_ls_plugin.models import FineTuneRun, ProjectConfig
 from marker_ls_plugin.ocr.types import ImageError
 
 PROJECT_USER = re.compile(r"project-([1-9][0-9]{0,17})")
@@ -57,8 +61,6 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
 
 
 def _project_token(project_id: int) -> str | None:
-    from marker_ls_plugin.models import ProjectConfig
-
     return ProjectConfig.objects.filter(pk=project_id).values_list("ml_token", flat=True).first()
 
 
@@ -129,10 +131,6 @@ def _requested_project(route: str, payload: Any) -> int | None:
 
 
 def _event(project: Project, payload: dict) -> dict:
-    from marker_ls_plugin.domain import runs
-    from marker_ls_plugin.domain.preannotation import on_tasks_created
-    from marker_ls_plugin.models import FineTuneRun
-
     action = payload.get("action")
     if action == "START_TRAINING":
         run, created = runs.start_run(project, trigger=FineTuneRun.Trigger.LABEL_STUDIO)
@@ -180,11 +178,9 @@ def _answer(method: str, route: str, payload: dict, project: Project | None) -> 
             raise ImageError(f"task {task.get('id')} is not in project {project.pk}")
         return load_task_dict_image(task, image_key)
 
-    from marker_ls_plugin.domain.runs import RunRefused
-
     try:
-        status, body = protocol.handle(method, route, payload, lambda _: project_predictor(project), load_image,
-                                         on_event=lambda event: _event(project, event))
-    except RunRefused as exc:  # START_TRAINING on a project that cannot train yet: say why, record no run
+        status, body = protocol.handle(method, route, payload, lambda _: model_choice(project), load_image,
+                                       load_engine, on_event=lambda event: _event(project, event))
+    except runs.RunRefused as exc:  # START_TRAINING on a project that cannot train yet: say why, record no run
         return JsonResponse({"detail": f"no run started: {exc}", "problems": exc.problems}, status=400)
     return JsonResponse(body, status=status)

@@ -7,15 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Parameters each name in TrainingArguments.freeze covers. lm_head is tied to the token embeddings.
-FREEZE_GROUPS = {
-    "vision_encoder": ("vision_encoder.", "img_w_embed.", "img_h_embed."),
-    "decoder": ("decoder.",),
-    "embeddings": ("embedder.",),
-    "lm_head": ("lm_head.", "embedder.token_embed."),
-    "bbox_head": ("bbox_head.",),
-    "lookahead_heads": ("multi_output_projections.",),
-}
+from marker_ls_plugin.training.surgery import FREEZE_GROUPS  # the names freeze accepts
+
 MAX_STEPS = 1_000_000
 MAX_BATCH = 1024  # lines per forward pass: far beyond what fits a GPU with surya's recognizer
 MAX_SEED = 2**32 - 1  # numpy's seed range

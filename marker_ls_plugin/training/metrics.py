@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jiwer
+
 
 @dataclass(frozen=True)
 class LinePair:
@@ -25,8 +27,6 @@ class LinePair:
 
 def line_cer(reference: str, hypothesis: str) -> float:
     """CER of one line; a line with an empty reference scores 0 if the model read nothing, else 1."""
-    import jiwer
-
     reference, hypothesis = reference.strip(), hypothesis.strip()
     if not reference:
         return 0.0 if not hypothesis else 1.0
@@ -44,8 +44,6 @@ def score(pairs: Sequence[LinePair]) -> dict[str, Any]:
 
 
 def _score(pairs: Sequence[LinePair]) -> dict[str, Any]:
-    import jiwer
-
     kept = [(p.reference.strip(), p.hypothesis.strip()) for p in pairs if p.reference.strip()]
     if not kept:
         return {"lines": 0, "cer": None, "wer": None, "exact": None}

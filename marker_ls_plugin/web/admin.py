@@ -9,7 +9,7 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.html import format_html
 
-from marker_ls_plugin.domain import runs
+from marker_ls_plugin.domain import activation, preflight, runs
 from marker_ls_plugin.models import (
     FineTuneRun,
     OCRModel,
@@ -135,7 +135,7 @@ class StartRunForm(forms.ModelForm):
             except ValueError as exc:
                 self.add_error("base_model", f"{exc} for project {project.pk}'s organization")
         if project is not None and not self.errors:
-            for problem in runs.training_problems(project, base_model, cleaned.get("config")):
+            for problem in preflight.training_problems(project, base_model, cleaned.get("config")):
                 self.add_error(None, problem)
         return cleaned
 
@@ -258,7 +258,7 @@ class OCRProjectAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
         return f"{config.retrain_every} annotations" if config and config.retrain_every else "-"
 
     def save_formset(self, request, form, formset, change):
-        # A new active model goes through runs.activate_model (which also queues its predictions), so
+        # A new active model goes through activation.activate_model (which also queues its predictions), so
         # the inline saves the other fields and leaves active_model as it was.
         wanted = {}
         for inline in formset.forms:
@@ -267,7 +267,7 @@ class OCRProjectAdmin(NotFoundAdmin, CsrfEnforcedAdmin):
                 inline.instance.active_model_id = inline.initial.get("active_model")
         super().save_formset(request, form, formset, change)
         for inline, model in wanted.items():
-            runs.activate_model(inline.instance.project, model)
+            activation.activate_model(inline.instance.project, model)
             self.message_user(request, f"{inline.instance.project.title}: active model is now {model or 'none'}.")
 
     @admin.display(description="last run")

@@ -5,6 +5,9 @@ from __future__ import annotations
 from core.permissions import AllPermissions
 from data_manager.actions import register_action
 
+from marker_ls_plugin.domain.preannotation import requeue
+from marker_ls_plugin.domain.projects import project_controls
+
 all_permissions = AllPermissions()
 
 
@@ -13,8 +16,6 @@ def marker_ls_preannotate(project, queryset, **kwargs):
 
     ``async`` makes Label Studio's Data Manager say the action goes on in the background; ``detail`` says what.
     """
-    from marker_ls_plugin.domain.preannotation import project_controls, requeue
-
     if project_controls(project) is None:
         return {"processed_items": 0, "detail": "This project's labeling config has no Image, region and "
                                                 "per-region TextArea for OCR."}

@@ -9,7 +9,9 @@ import os
 import tempfile
 from importlib import metadata
 
+import redis
 from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from marker_ls_plugin.conf import get_config, positive_int, queue_backend, unknown_keys
 from marker_ls_plugin.ocr.availability import ENGINE_CHOICES
@@ -50,8 +52,6 @@ def check_configuration(app_configs=None, **kwargs):
 
 
 def _check_positive_ints(*keys: str) -> list:
-    from django.core.exceptions import ImproperlyConfigured
-
     messages = []
     for key in keys:
         try:
@@ -66,8 +66,6 @@ def _check_redis(url: str | None) -> list:
         return [Error("The RQ queue backend is selected but MARKER_LS['REDIS_URL'] is not set.",
                       hint="Set MARKER_LS_REDIS_URL=redis://host:6379/0, or use QUEUE_BACKEND 'embedded'.",
                       id="marker_ls.E002")]
-    import redis
-
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).ping()
     except redis.RedisError as exc:

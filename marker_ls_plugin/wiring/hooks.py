@@ -4,16 +4,22 @@ File and JSON imports use ``Task.objects.bulk_create`` (no ``post_save``) but th
 project's ``update_tasks_counters_and_task_states``; Label Studio loads the project mixin that holds
 it from ``settings.PROJECT_MIXIN``, which the plugin's settings point here. Storage sync and
 ``POST /api/tasks`` save tasks one by one and send ``post_save`` (``signals.py``).
+
+Label Studio loads this module while its own models import, before the plugin's domain can be imported: the
+mixin sends ``tasks_added`` and ``signals.py`` connects pre-annotation to it once the apps are loaded.
 """
 
 from __future__ import annotations
 
 import inspect
 
+from django.dispatch import Signal
 from projects.functions.utils import get_unique_ids_list
 from projects.mixins import ProjectMixin as LabelStudioProjectMixin
 
 _UPDATE_COUNTERS = inspect.signature(LabelStudioProjectMixin.update_tasks_counters_and_task_states)
+
+tasks_added = Signal()  # sent with ``project`` and ``task_ids`` after Label Studio counted new tasks of a project
 
 
 class ProjectMixin(LabelStudioProjectMixin):
@@ -24,8 +30,6 @@ class ProjectMixin(LabelStudioProjectMixin):
         result = super().update_tasks_counters_and_task_states(*args, **kwargs)
         arguments = _UPDATE_COUNTERS.bind(self, *args, **kwargs).arguments
         if arguments.get("tasks_number_changed"):
-            # Deferred: Label Studio loads PROJECT_MIXIN while its own models import.
-            from marker_ls_plugin.domain.preannotation import on_tasks_created
-
-            on_tasks_created(self, get_unique_ids_list(arguments["tasks_queryset"]))
+            tasks_added.send(sender=type(self), project=self,
+                             task_ids=get_unique_ids_list(arguments["tasks_queryset"]))
         return result

@@ -7,7 +7,7 @@ anywhere in a path, so everything of ours must be resolved first.
 from core.urls import urlpatterns as label_studio_urlpatterns
 from django.urls import include, path
 
-from marker_ls_plugin.web.views import TemplateListWithPreset
+from marker_ls_plugin.web.api import TemplateListWithPreset
 
 urlpatterns = [
     path("marker-ls/", include("marker_ls_plugin.web.urls")),
