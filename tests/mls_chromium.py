@@ -51,6 +51,15 @@ def browser():
         playwright.stop()
 
 
+def login(page, server) -> None:
+    """Log ``page`` in to ``server`` through Label Studio's own login form."""
+    page.goto(f"{server.url}/user/login/")
+    page.fill("#login-form input[name=email]", server.email)
+    page.fill("#login-form input[name=password]", server.password)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(lambda url: "/user/login" not in url)
+
+
 class PluginErrors:
     """Console errors and uncaught exceptions that come from the plugin's own pages and JS.
 

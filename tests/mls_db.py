@@ -88,21 +88,17 @@ def _restore(before: Snapshot) -> int:
             for table in changed:
                 cursor.execute(f"DELETE FROM {quote(table)} WHERE id > %s", [gone[table]])
                 deleted += cursor.rowcount
-            # Older rows pointing at deleted ones: NULL, or delete them too (and so on, for what pointed at those).
-            while True:
-                more = 0
-                for table, column, target, nullable in _REFERENCES:
-                    if target not in gone:
-                        continue
-                    if nullable:
-                        cursor.execute(f"UPDATE {quote(table)} SET {quote(column)} = NULL WHERE {quote(column)} > %s",
-                                       [gone[target]])
-                    else:
-                        cursor.execute(f"DELETE FROM {quote(table)} WHERE {quote(column)} > %s", [gone[target]])
-                        more += cursor.rowcount
-                        deleted += cursor.rowcount
-                if not more:
-                    break
+            # Older rows pointing at deleted ones: NULL, or deleted too where the column may not be NULL. One level
+            # only: rows pointing at an older row deleted here are not followed.
+            for table, column, target, nullable in _REFERENCES:
+                if target not in gone:
+                    continue
+                if nullable:
+                    cursor.execute(f"UPDATE {quote(table)} SET {quote(column)} = NULL WHERE {quote(column)} > %s",
+                                   [gone[target]])
+                else:
+                    cursor.execute(f"DELETE FROM {quote(table)} WHERE {quote(column)} > %s", [gone[target]])
+                    deleted += cursor.rowcount
         finally:
             if connection.vendor == "postgresql":
                 cursor.execute("SET session_replication_role = DEFAULT")

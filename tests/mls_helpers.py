@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from mls_render import render_page
+
+from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent  # the checkout
@@ -135,3 +140,25 @@ def start_marker_ls(env: dict[str, str], data_dir: Path, log_path: Path, *args: 
         stop_process(proc)
         raise
     return server
+
+
+def import_rendered_page(server, http, title: str, lines: list[str], size=(900, 240), font_size: int = 30) -> dict:
+    """A project with the OCR preset on ``server`` and one rendered page imported through Label Studio's API.
+
+    Returns ``project`` (its JSON), ``task`` (the imported task's id), ``polygons`` (each line's ground truth) and
+    ``size`` (the page's).
+    """
+    image, polygons = render_page(lines, size=size, font_size=font_size)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    response = http.post(f"{server.url}/api/projects/", timeout=30,
+                         json={"title": title, "label_config": OCR_PRESET_CONFIG})
+    assert response.status_code == 201, response.text
+    project = response.json()
+    response = http.post(f"{server.url}/api/projects/{project['id']}/import", timeout=60,
+                         files={"file": ("page.png", buffer.getvalue(), "image/png")},
+                         params={"return_task_ids": "true"})
+    assert response.status_code == 201, response.text
+    [task_id] = response.json()["task_ids"]
+    return {"project": project, "task": task_id, "polygons": polygons, "size": image.size}
+

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
-from mls_helpers import wait_for
-from mls_render import render_page
-
-from marker_ls_plugin.ocr.labeling import OCR_PRESET_CONFIG
+from mls_helpers import import_rendered_page, wait_for
 
 LINES = ["Receipt 0091 paid in full", "Thank you for shopping"]
 
@@ -16,20 +11,10 @@ LINES = ["Receipt 0091 paid in full", "Thank you for shopping"]
 @pytest.fixture(scope="module")
 def ocr_task(label_studio, http):
     """A preset project with one uploaded page, pre-annotated on import."""
-    image, polygons = render_page(LINES, size=(900, 240), font_size=30)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    response = http.post(f"{label_studio.url}/api/projects/", timeout=30,
-                         json={"title": "connector", "label_config": OCR_PRESET_CONFIG})
-    assert response.status_code == 201, label_studio.log_tail()
-    project = response.json()
-    response = http.post(f"{label_studio.url}/api/projects/{project['id']}/import", timeout=60,
-                         files={"file": ("page.png", buffer.getvalue(), "image/png")},
-                         params={"return_task_ids": "true"})
-    [task_id] = response.json()["task_ids"]
-    wait_for(lambda: http.get(f"{label_studio.url}/api/tasks/{task_id}", timeout=30).json()["predictions"], 90,
+    page = import_rendered_page(label_studio, http, "connector", LINES)
+    wait_for(lambda: http.get(f"{label_studio.url}/api/tasks/{page['task']}", timeout=30).json()["predictions"], 90,
              interval=0.5, message="the import's prediction")
-    return {"project": project["id"], "task": task_id, "polygons": polygons, "size": image.size}
+    return {**page, "project": page["project"]["id"]}
 
 
 def backends(label_studio, http, project_id):
@@ -151,17 +136,8 @@ def test_interactive_request_when_the_engine_cannot_load_says_why(start_label_st
         "MARKER_LS_ENGINE": "surya", "MARKER_LS_SURYA_RECOGNITION_CHECKPOINT": missing,
         "MARKER_LS_SURYA_DETECTION_CHECKPOINT": missing})
     http = server.session()
-    project = http.post(f"{server.url}/api/projects/", timeout=30,
-                        json={"title": "no engine", "label_config": OCR_PRESET_CONFIG}).json()
-    image, _ = render_page(LINES, size=(900, 240), font_size=30)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    response = http.post(f"{server.url}/api/projects/{project['id']}/import", timeout=60,
-                         files={"file": ("page.png", buffer.getvalue(), "image/png")},
-                         params={"return_task_ids": "true"})
-    assert response.status_code == 201, response.text
-    [task_id] = response.json()["task_ids"]
-    data = interactive(server, http, {**ocr_task, "project": project["id"], "task": task_id},
+    page = import_rendered_page(server, http, "no engine", LINES)
+    data = interactive(server, http, {**ocr_task, "project": page["project"]["id"], "task": page["task"]},
                        {"result": [drawn_region(ocr_task, 0, "drawn-1")]})
     [message] = data["errors"]
     assert message.startswith("Marker OCR could not load its OCR engine"), message

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -11,8 +10,7 @@ import sys
 
 import pytest
 import requests
-from mls_helpers import clean_environ, free_port, stop_process, wait_for
-from mls_render import render_page
+from mls_helpers import clean_environ, free_port, import_rendered_page, stop_process, wait_for
 from mls_stub_ml import StubBackend
 
 from marker_ls_plugin.cli import build_parser
@@ -26,20 +24,12 @@ LINES = ["Standalone backend line one", "and line two 42"]
 
 @pytest.fixture(scope="module")
 def uploaded(label_studio, http):
-    image, polygons = render_page(LINES, size=(900, 240), font_size=30)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    project = http.post(f"{label_studio.url}/api/projects/", timeout=30,
-                        json={"title": "standalone", "label_config": OCR_PRESET_CONFIG}).json()
-    response = http.post(f"{label_studio.url}/api/projects/{project['id']}/import", timeout=60,
-                         files={"file": ("page.png", buffer.getvalue(), "image/png")},
-                         params={"return_task_ids": "true"})
-    [task_id] = response.json()["task_ids"]
+    page = import_rendered_page(label_studio, http, "standalone", LINES)
+    project, task_id, polygons = page["project"], page["task"], page["polygons"]
     task = http.get(f"{label_studio.url}/api/tasks/{task_id}", timeout=30).json()
     token = http.get(f"{label_studio.url}/api/current-user/token", timeout=30).json()["token"]
     return {"task": {"id": task_id, "data": task["data"]}, "token": token, "polygons": polygons,
-            "project": project["id"],
-            "size": image.size}
+            "project": project["id"], "size": page["size"]}
 
 
 @pytest.fixture(scope="module")

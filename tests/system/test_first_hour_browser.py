@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mls_chromium import PluginErrors, _browser_available, browser  # noqa: F401  (fixtures)
+from mls_chromium import PluginErrors, _browser_available, browser, login  # noqa: F401  (fixtures)
 from mls_helpers import TESTS, LabelStudio, clean_environ, start_marker_ls, stop_process, wait_for
 from mls_render import render_page
 
@@ -138,14 +138,6 @@ def page(browser, server):  # noqa: F811
         yield page
     finally:
         context.close()
-
-
-def login(page, server) -> None:
-    page.goto(f"{server.url}/user/login/")
-    page.fill("#login-form input[name=email]", server.email)
-    page.fill("#login-form input[name=password]", server.password)
-    page.click("#login-form button[type=submit]")
-    page.wait_for_url(lambda url: "/user/login" not in url)
 
 
 def loaded_images(page, selector: str) -> list[tuple[str, int]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from mls_chromium import PluginErrors, _browser_available, browser  # noqa: F401  (fixtures)
+from mls_chromium import PluginErrors, _browser_available, browser, login  # noqa: F401  (fixtures)
 from mls_helpers import wait_for
 from mls_test_jobs import scenario
 
@@ -23,11 +23,7 @@ def page(browser, label_studio):  # noqa: F811
         page = context.new_page()
         page.set_default_timeout(20_000)
         page.plugin_errors = PluginErrors(page)
-        page.goto(f"{label_studio.url}/user/login/")
-        page.fill("#login-form input[name=email]", label_studio.email)
-        page.fill("#login-form input[name=password]", label_studio.password)
-        page.click("#login-form button[type=submit]")
-        page.wait_for_url(lambda url: "/user/login" not in url)
+        login(page, label_studio)
         yield page
     finally:
         context.close()
